@@ -1,0 +1,73 @@
+"""Taichi-HD (Siarohin et al. 2019, First Order Motion Model), in either released format.
+
+```
+<root>/train/<youtube_id>#<start>#<end>.mp4          format="mp4"
+<root>/train/<youtube_id>#<start>#<end>.mp4/0000000.png   format="png" (a folder per video)
+<root>/test/...
+```
+The first-order-model `load_videos.py` writes png folders that keep the `.mp4` suffix in
+the folder name; it is dropped from the key. `#` is not a webdataset-safe key character, so
+keys are sanitised (`make_key`) and the YouTube id and frame range go into meta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from data_prep.sources.base import (
+    DEFAULT_FRAME_FOLDER_FPS,
+    Discovery,
+    SourceVideo,
+    Skipped,
+    check_splits,
+    finish,
+    layout_error,
+    list_frame_images,
+    make_key,
+    require_root,
+)
+
+NAME = "Taichi"
+FORMATS = ("mp4", "png")
+
+
+def discover(
+    root: Path | None, splits: Sequence[str], format: str = "mp4", fps: float = DEFAULT_FRAME_FOLDER_FPS
+) -> Discovery:
+    """`fps` is used for png folders only; mp4 files carry their own."""
+    splits = check_splits(splits)
+    if format not in FORMATS:
+        raise ValueError(f"Taichi format must be one of {list(FORMATS)}; got {format!r}")
+    root = require_root(NAME, root, "a folder holding train/ and test/")
+    expected = ".mp4 videos" if format == "mp4" else "one folder of numbered .png frames per video"
+    split_dirs = {s: root / s for s in splits}
+    for split_dir in split_dirs.values():
+        if not split_dir.is_dir():
+            raise layout_error(NAME, split_dir, expected)
+
+    videos: list[SourceVideo] = []
+    skipped: list[Skipped] = []
+    for split, split_dir in split_dirs.items():
+        for entry in sorted(split_dir.iterdir()):
+            if format == "mp4":
+                if entry.is_file() and entry.suffix.lower() == ".mp4":
+                    meta = _parse_name(entry.stem)
+                    videos.append(SourceVideo(make_key(entry.stem), split, str(entry), "file", meta))
+            elif entry.is_dir():
+                name = entry.name.removesuffix(".mp4")
+                num_frames = len(list_frame_images(entry))
+                if num_frames == 0:
+                    skipped.append(Skipped(str(entry), "empty frame folder: no .png frames"))
+                    continue
+                meta = _parse_name(name) | {"num_frames": num_frames, "fps": fps}
+                videos.append(SourceVideo(make_key(name), split, str(entry), "frames", meta))
+    return finish(videos, skipped)
+
+
+def _parse_name(name: str) -> dict:
+    """`<youtube_id>#<start>#<end>` -> video_id and frame range; other names are kept whole."""
+    parts = name.split("#")
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return {"name": name, "video_id": parts[0], "start": int(parts[1]), "end": int(parts[2])}
+    return {"name": name, "video_id": name}

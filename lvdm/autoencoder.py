@@ -1,0 +1,318 @@
+"""The KL video autoencoder of LVDM (He et al. 2022, §3.1).
+
+A lightweight 3D-conv encoder E compresses a clip `x: (b c t h w)` in [-1, 1] to a latent
+`z: (b c' t/ft h/fs w/fs)`; a decoder D maps it back. The layout follows the official LVDM
+release (`lvdm/models/modules/aemodules3d.py`), which itself derives from TATS: a stem conv,
+one strided conv + residual block per level in the encoder, one transposed conv + two
+residual blocks per level in the decoder, GroupNorm + SiLU, kernel 4 for every resampling
+conv, and *replicate ("repeat") padding in every 3D conv* — the paper's choice that keeps
+the codec temporally shift-equivariant: shifting a clip by `ft` frames shifts its latent by
+one frame (away from the borders), so windows encoded separately line up in latent space.
+
+The latent is KL-regularised as in latent diffusion: the encoder predicts a mean and a
+log-variance per latent element (`DiagonalGaussian`). Diffusion runs on latents normalised
+to unit variance with `latent_normalisation`, computed from data rather than hard-coded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class AutoencoderConfig:
+    """Architecture of `VideoAutoencoder`.
+
+    The number of levels is `max(log2 fs, log2 ft)`; level `i` of the encoder strides by 2 in
+    time while `i < log2 ft` and in space while `i < log2 fs`, exactly as the official
+    release derives its strides from `downsample: [ft, fs, fs]`.
+    """
+
+    in_channels: int = 3
+    hidden: int = 32
+    # Output channels of each level are `hidden * channel_multipliers[i]`; None gives the
+    # official doubling (2, 4, 8, ...) with one entry per level.
+    channel_multipliers: tuple[int, ...] | None = None
+    latent_channels: int = 4
+    fs: int = 8
+    ft: int = 4
+    encoder_res_blocks: int = 1
+    decoder_res_blocks: int = 2
+    kernel_size: int = 4
+    norm_groups: int = 32
+    # Latent diffusion clamps the predicted log-variance so exp() never over/underflows.
+    logvar_min: float = -30.0
+    logvar_max: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("fs", "ft"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"AutoencoderConfig.{name}={value}: must be a power of 2 (1, 2, 4, 8, ...)")
+        if self.num_levels == 0:
+            raise ValueError("AutoencoderConfig: fs=1 and ft=1 leave no downsampling level; set fs or ft >= 2")
+        if self.channel_multipliers is None:
+            self.channel_multipliers = tuple(2 ** (i + 1) for i in range(self.num_levels))
+        self.channel_multipliers = tuple(self.channel_multipliers)
+        if len(self.channel_multipliers) != self.num_levels:
+            raise ValueError(
+                f"AutoencoderConfig.channel_multipliers={self.channel_multipliers} has "
+                f"{len(self.channel_multipliers)} entries, but fs={self.fs}, ft={self.ft} need "
+                f"max(log2 fs, log2 ft) = {self.num_levels} levels; give one multiplier per level or None"
+            )
+        if self.kernel_size < 2:
+            raise ValueError(f"AutoencoderConfig.kernel_size={self.kernel_size}: must be >= 2 (stride 2)")
+        for channels in (self.hidden, *self.level_channels):
+            if channels % self.norm_groups:
+                raise ValueError(
+                    f"AutoencoderConfig.norm_groups={self.norm_groups} does not divide {channels} channels; "
+                    "pick norm_groups dividing hidden * every channel multiplier"
+                )
+
+    @property
+    def num_levels(self) -> int:
+        return max(int(math.log2(self.fs)), int(math.log2(self.ft)))
+
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        return tuple(self.hidden * m for m in self.channel_multipliers)
+
+    @property
+    def strides(self) -> tuple[tuple[int, int, int], ...]:
+        """Per-level `(t, h, w)` stride of the encoder (and, as in the release, the decoder)."""
+        log_t, log_s = int(math.log2(self.ft)), int(math.log2(self.fs))
+        return tuple(
+            (2 if i < log_t else 1, 2 if i < log_s else 1, 2 if i < log_s else 1) for i in range(self.num_levels)
+        )
+
+    @classmethod
+    def paper(cls) -> AutoencoderConfig:
+        """The official sky/ucf/taichi autoencoder: fs=8, ft=4, channels 32->64->128->256.
+
+        256x256x16 clips become 4x4x32x32 latents; about 7.5M encoder + 12.0M decoder weights.
+        """
+        return cls(hidden=32, channel_multipliers=(2, 4, 8), latent_channels=4, fs=8, ft=4)
+
+
+class SamePadConv3d(nn.Module):
+    """Conv3d whose output is `input / stride`, padded by replicating the border voxels.
+
+    Replicate padding is the paper's "repeat padding": zero padding would make the first and
+    last latent frames see a black frame that no real clip has, and break the alignment of
+    windows encoded separately. Total padding `k - s` is split with the extra voxel in front,
+    as in TATS. Inputs must be divisible by the stride.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride=(1, 1, 1)) -> None:
+        super().__init__()
+        kernel = (kernel_size,) * 3
+        self.pad = _same_padding(kernel, stride)
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel, stride=stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, self.pad, mode="replicate"))
+
+
+class SamePadConvTranspose3d(nn.Module):
+    """ConvTranspose3d whose output is `input * stride`, replicate padded like SamePadConv3d.
+
+    Padding the input by `k - s` and cropping `k - 1` in the transposed conv is the TATS
+    construction; it keeps the upsampled grid aligned with the encoder's downsampled one.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride=(1, 1, 1)) -> None:
+        super().__init__()
+        kernel = (kernel_size,) * 3
+        self.pad = _same_padding(kernel, stride)
+        self.conv = nn.ConvTranspose3d(
+            in_channels, out_channels, kernel, stride=stride, padding=tuple(k - 1 for k in kernel)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, self.pad, mode="replicate"))
+
+
+def _same_padding(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
+    # F.pad takes (w_front, w_back, h_front, h_back, t_front, t_back): last dim first.
+    pad: list[int] = []
+    for k, s in reversed(list(zip(kernel, stride, strict=True))):
+        total = k - s
+        pad += [total // 2 + total % 2, total // 2]
+    return tuple(pad)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: (GroupNorm, SiLU, 3x3x3 conv) twice, plus the input."""
+
+    def __init__(self, channels: int, norm_groups: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.GroupNorm(norm_groups, channels, eps=1e-6),
+            nn.SiLU(),
+            SamePadConv3d(channels, channels, 3),
+            nn.GroupNorm(norm_groups, channels, eps=1e-6),
+            nn.SiLU(),
+            SamePadConv3d(channels, channels, 3),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+@dataclass
+class DiagonalGaussian:
+    """The posterior q(z | x) = N(mean, exp(logvar)), elementwise; shapes `b c t h w`."""
+
+    mean: Tensor
+    logvar: Tensor
+
+    @property
+    def std(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    @property
+    def var(self) -> Tensor:
+        return torch.exp(self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
+        return self.mean + self.std * noise
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def kl(self) -> Tensor:
+        """KL(q || N(0, I)) summed over every latent element: one value per sample, `(b,)`."""
+        return 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar).flatten(1).sum(dim=1)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        k = config.kernel_size
+        self.stem = SamePadConv3d(config.in_channels, config.hidden, 3)
+        channels = (config.hidden, *config.level_channels)
+        self.levels = nn.ModuleList(
+            nn.Sequential(
+                SamePadConv3d(channels[i], channels[i + 1], k, stride=stride),
+                *(ResBlock(channels[i + 1], config.norm_groups) for _ in range(config.encoder_res_blocks)),
+            )
+            for i, stride in enumerate(config.strides)
+        )
+        self.head = nn.Sequential(
+            nn.GroupNorm(config.norm_groups, channels[-1], eps=1e-6),
+            nn.SiLU(),
+            SamePadConv3d(channels[-1], 2 * config.latent_channels, 3),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.stem(x)
+        for level in self.levels:
+            h = level(h)
+        return self.head(h)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        k = config.kernel_size
+        # Mirrors the encoder's channels (256 -> 128 -> 64 for the paper). The strides are
+        # applied in the encoder's order, as in the release: temporal upsampling happens at
+        # the coarse end, which does not change shapes or parameter counts.
+        channels = (config.latent_channels, *reversed(config.level_channels))
+        self.levels = nn.ModuleList(
+            nn.Sequential(
+                SamePadConvTranspose3d(channels[i], channels[i + 1], k, stride=stride),
+                *(ResBlock(channels[i + 1], config.norm_groups) for _ in range(config.decoder_res_blocks)),
+            )
+            for i, stride in enumerate(config.strides)
+        )
+        self.conv_out = SamePadConv3d(channels[-1], config.in_channels, 3)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = z
+        for level in self.levels:
+            h = level(h)
+        return self.conv_out(h)
+
+
+class VideoAutoencoder(nn.Module):
+    """KL video autoencoder: `x (b c t h w)` in [-1, 1] <-> `z (b latent_channels t/ft h/fs w/fs)`.
+
+    The release's extra 1x1x1 `quant_conv` / `post_quant_conv` are left out: each is a
+    linear map right after (before) another conv, so it adds nothing the neighbouring conv
+    cannot learn.
+    """
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+    def encode(self, x: Tensor) -> DiagonalGaussian:
+        self._check_video(x)
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        logvar = logvar.clamp(self.config.logvar_min, self.config.logvar_max)
+        return DiagonalGaussian(mean, logvar)
+
+    def decode(self, z: Tensor) -> Tensor:
+        if z.ndim != 5 or z.shape[1] != self.config.latent_channels:
+            raise ValueError(
+                f"decode expects latents (b {self.config.latent_channels} t h w), got shape {tuple(z.shape)}"
+            )
+        return self.decoder(z)
+
+    def forward(
+        self, x: Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, DiagonalGaussian]:
+        """`(reconstruction, posterior)`; `generator` makes the posterior sample reproducible."""
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return self.decode(z), posterior
+
+    @property
+    def last_layer_weight(self) -> Tensor:
+        """The decoder's output conv weight: where VQGAN's adaptive weight compares gradients."""
+        return self.decoder.conv_out.conv.weight
+
+    def latent_shape(self, t: int, h: int, w: int) -> tuple[int, int, int, int]:
+        """`(c, t, h, w)` of the latent of one `t x h x w` clip."""
+        c = self.config
+        return (c.latent_channels, t // c.ft, h // c.fs, w // c.fs)
+
+    def _check_video(self, x: Tensor) -> None:
+        c = self.config
+        if x.ndim != 5 or x.shape[1] != c.in_channels:
+            raise ValueError(f"encode expects video (b {c.in_channels} t h w), got shape {tuple(x.shape)}")
+        t, h, w = x.shape[2:]
+        if t % c.ft or h % c.fs or w % c.fs:
+            raise ValueError(
+                f"video of {t} frames of {h}x{w} does not divide by ft={c.ft} (frames) and fs={c.fs} "
+                "(height, width); crop or resize clips to multiples of them"
+            )
+
+
+def latent_normalisation(latents: Tensor) -> tuple[float, float]:
+    """`(scale, shift)` that bring a sample of latents to zero mean and unit variance.
+
+    Convention: `z_norm = (z + shift) * scale`, inverse `z = z_norm / scale - shift`, with
+    `scale = 1 / std` and `shift = -mean` over every element of `latents` (any shape). The
+    official release hard-codes these per dataset (sky 0.334 / 1.461, ...); computing them
+    from the trained encoder's latents gives the diffusion model the unit-variance input
+    latent diffusion assumes, for any dataset.
+    """
+    if latents.numel() < 2:
+        raise ValueError(f"latent_normalisation needs at least 2 latent values, got {latents.numel()}")
+    values = latents.detach().double().flatten()
+    mean, std = values.mean().item(), values.std().item()
+    if not math.isfinite(std) or std == 0.0:
+        raise ValueError(f"latent_normalisation: latents have std {std}; the encoder output is degenerate")
+    return 1.0 / std, -mean

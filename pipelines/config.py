@@ -1,0 +1,170 @@
+"""Pipeline files: YAML validated once, here, into frozen typed config.
+
+Everything below this module takes plain, already-valid values. A wrong key, type or value
+is reported with the file, the dotted key path, what was given and what is allowed, because
+the person reading the error is editing that YAML file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DatasetName = Literal["synthetic", "ucf101", "sky_timelapse", "taichi", "webvid"]
+SplitName = Literal["train", "test"]
+
+
+class ConfigError(ValueError):
+    """A pipeline file (or a --set override) that does not validate."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(Section):
+    """The built-in dataset: bouncing shapes with their true trajectories in the metadata."""
+
+    videos: dict[SplitName, int] = Field(default_factory=lambda: {"train": 32, "test": 8})
+    frames: int = Field(24, ge=1, description="frames per generated video")
+    fps: float = Field(8.0, gt=0)
+    seed: int = 0
+
+
+class DataConfig(Section):
+    dataset: DatasetName
+    root: Path | None = Field(None, description="dataset folder in its release layout")
+    splits: tuple[SplitName, ...] = ("train", "test")
+    resolution: int = Field(256, ge=8, description="short side resize + centre crop, pixels")
+    frames: int = Field(16, ge=1, description="frames per training clip")
+    stride: int = Field(1, ge=1, description="frame step inside a clip")
+    ucf101_split: Literal[1, 2, 3] = 1
+    taichi_format: Literal["mp4", "png"] = "mp4"
+    webvid_csv: dict[SplitName, str] = Field(
+        default_factory=lambda: {"train": "results_2M_train.csv", "test": "results_2M_val.csv"}
+    )
+    frame_folder_fps: float = Field(25.0, gt=0, description="fps recorded for folders of frames")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("resolution")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even (H.264 yuv420p needs even sizes); got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _root_for_real_datasets(self) -> DataConfig:
+        if self.dataset != "synthetic" and self.root is None:
+            raise ValueError(
+                f"data.root is required for dataset {self.dataset!r}: set it in the file or "
+                f"with --set data.root=/path/to/{self.dataset}"
+            )
+        return self
+
+    @property
+    def min_frames(self) -> int:
+        """Frames a video needs to yield one clip at this stride."""
+        return (self.frames - 1) * self.stride + 1
+
+
+class ShardConfig(Section):
+    videos_per_shard: int = Field(64, ge=1)
+    crf: int = Field(18, ge=0, le=51, description="H.264 quality of the stored clips")
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<workdir>/mlflow.db")
+    experiment: str | None = Field(None, description="default: the pipeline name")
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="None starts a local cluster")
+    num_cpus: int | None = Field(None, ge=1, description="local cluster size; None = all cores")
+
+
+class WeightsConfig(Section):
+    home: Path | None = Field(None, description="pretrained weights cache; default $LVDM_HOME")
+
+
+class PipelineConfig(Section):
+    name: str
+    stages: tuple[str, ...]
+    data: DataConfig
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    weights: WeightsConfig = Field(default_factory=WeightsConfig)
+
+    def section(self, name: str) -> Section:
+        return getattr(self, name)
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Read a pipeline file, apply `key.path=value` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pipeline file {path} does not exist (default: pipelines/demo.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate(raw, source=str(path) + (" (with --set overrides)" if overrides else ""))
+
+
+def validate(raw: dict[str, Any], source: str) -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: invalid pipeline config:\n" + describe_errors(err)) from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """`a.b.c=value`, the value parsed as YAML so numbers, booleans and lists work."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set data.root=/data/UCF101")
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = yaml.safe_load(text) if text else None
+
+
+def to_yaml(config: PipelineConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_errors(err: ValidationError) -> str:
+    lines = []
+    for error in err.errors():
+        path = ".".join(str(p) for p in error["loc"]) or "<top level>"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(error["loc"][:-1])
+            lines.append(f"  {path}: unknown key (given {error['input']!r}); allowed keys here: {allowed}")
+        elif error["type"] == "missing":
+            lines.append(f"  {path}: required key is missing")
+        else:
+            lines.append(f"  {path}: given {error['input']!r}; {error['msg']}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple) -> str:
+    model: Any = PipelineConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "(see the pipeline file reference in README.md)"
+        model = annotation
+    return ", ".join(model.model_fields)

@@ -1,0 +1,82 @@
+"""The record of one pipeline run: `<workdir>/runs/<run_id>/run.json` + its resolved config.
+
+It is what `lvdm status` prints and what `lvdm resume` reruns. Completion itself is never
+read from here: a stage is complete exactly when its output folder holds a manifest, so a
+run record that is stale (a killed process) cannot make the runner skip unfinished work.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from stages.contract import write_json_atomic
+
+RUNS = "runs"
+
+
+@dataclass
+class StageState:
+    status: str = "pending"  # pending | running | done | cached | failed
+    key: str = ""
+    output: str = ""
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.started is None or self.ended is None else self.ended - self.started
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    pipeline: str
+    name: str
+    workdir: str
+    status: str = "running"  # running | done | failed
+    created: float = field(default_factory=time.time)
+    error: str | None = None
+    mlflow_parent_run_id: str | None = None
+    mlflow_tracking_uri: str | None = None
+    stages: dict[str, StageState] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.workdir) / RUNS / self.run_id
+
+    def save(self) -> None:
+        write_json_atomic(self.folder / "run.json", asdict(self))
+
+    @classmethod
+    def load(cls, workdir: Path, run_id: str) -> RunRecord:
+        path = workdir / RUNS / run_id / "run.json"
+        if not path.is_file():
+            known = ", ".join(list_runs(workdir)) or "none"
+            raise FileNotFoundError(f"no run {run_id!r} under {workdir / RUNS} (runs there: {known})")
+        raw = json.loads(path.read_text())
+        raw["stages"] = {name: StageState(**state) for name, state in raw["stages"].items()}
+        return cls(**raw)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def list_runs(workdir: Path) -> list[str]:
+    folder = workdir / RUNS
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / "run.json").is_file())
+
+
+def latest_run(workdir: Path) -> str:
+    runs = list_runs(workdir)
+    if not runs:
+        raise FileNotFoundError(f"no pipeline runs under {workdir / RUNS}; start one with `lvdm run`")
+    return runs[-1]

@@ -1,0 +1,69 @@
+"""The stage contract: what a stage declares and what the runner hands it.
+
+A stage is a name, its upstream stages, the config sections it reads and a `run` function.
+Its cache key hashes exactly those three things, so changing one section reruns the stages
+that read it and their dependents, nothing else. The runner owns the output folder's
+lifecycle (`manifest.json` written last, atomically); a stage writes its files inside the
+folder with temporary names and renames them when whole, so a killed stage leaves nothing
+that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_prep.atomic import write_json_atomic  # noqa: F401 - re-exported for stages
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where this stage's MLflow child run lives; workers reattach with these two strings."""
+
+    tracking_uri: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class StageContext:
+    name: str
+    key: str
+    config: Any  # pipelines.config.PipelineConfig; typed there, read-only here
+    out_dir: Path
+    inputs: Mapping[str, dict]  # upstream stage name -> its manifest (with "out_dir")
+    tracking: Tracking
+    run_name: str  # deterministic (stage-key): Ray Train resumes by RunConfig name
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[StageContext], dict]
+    sections: tuple[str, ...]
+    inputs: tuple[str, ...] = field(default=())
+    description: str = ""
+
+
+def cache_key(stage: Stage, config: Any, input_keys: Mapping[str, str]) -> str:
+    payload = {
+        "stage": stage.name,
+        "config": {s: config.section(s).model_dump(mode="json") for s in stage.sections},
+        "inputs": dict(sorted(input_keys.items())),
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
+
+
+def read_manifest(out_dir: Path) -> dict | None:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    manifest["out_dir"] = str(out_dir)
+    return manifest

@@ -1,0 +1,8 @@
+"""Every stage the runner knows, by name. A pipeline file lists which of them it runs."""
+
+from __future__ import annotations
+
+from stages import shard
+from stages.contract import Stage
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (shard.STAGE,)}

@@ -1,0 +1,125 @@
+"""Stage `shard`: raw dataset -> WebDataset tars per split + index.parquet.
+
+Discovery runs on the driver (cheap, and a missing root or split file must fail before any
+work); decoding and re-encoding fan out as one Ray task per chunk. A failed chunk does not
+stop the others: their shards are kept, the stage fails naming the chunk, and the rerun
+redoes only the chunks that have no record.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+from tqdm import tqdm
+
+from data_prep.chunks import Chunk, is_complete, plan_chunks, process_chunk, record_path
+from data_prep.index import write_index
+from data_prep.sources import DATASETS, Discovery
+from stages import tracking
+from stages.contract import Stage, StageContext
+from stages.ray_session import ensure_ray
+
+FAULT_ENV = "LVDM_FAULT_INJECT"  # "<chunk name>[:<samples before failing>]", for failure tests
+
+
+def discover(data) -> Discovery:
+    """Config -> the plain arguments of each dataset's own discover()."""
+    options = {
+        "ucf101": {"split_number": data.ucf101_split},
+        "sky_timelapse": {"fps": data.frame_folder_fps},
+        "taichi": {"format": data.taichi_format, "fps": data.frame_folder_fps},
+        "webvid": {"csv_files": dict(data.webvid_csv)},
+        "synthetic": {
+            "num_videos": dict(data.synthetic.videos),
+            "num_frames": data.synthetic.frames,
+            "resolution": data.resolution,
+            "seed": data.synthetic.seed,
+            "fps": data.synthetic.fps,
+        },
+    }[data.dataset]
+    return DATASETS[data.dataset](data.root, list(data.splits), **options)
+
+
+def run(ctx: StageContext) -> dict:
+    data, shard = ctx.config.data, ctx.config.shard
+    found = discover(data)
+    chunks = plan_chunks(found.videos, shard.videos_per_shard)
+    pending = [c for c in chunks if not is_complete(ctx.out_dir, c.name)]
+    print(f"[shard] {len(found.videos)} videos in {len(chunks)} chunks; {len(pending)} to do")
+
+    ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
+    failures = _run_chunks(pending, ctx.out_dir, data, shard.crf, _fault_injection())
+    if failures:
+        names = ", ".join(f"{name} ({err})" for name, err in failures)
+        raise RuntimeError(f"{len(failures)} of {len(chunks)} chunks failed: {names}; rerun to redo only these")
+
+    records = [_read_record(ctx.out_dir, c.name) for c in chunks]
+    rows = [row for r in records for row in r["rows"]]
+    skipped = [{"path": s.path, "reason": s.reason} for s in found.skipped]
+    skipped += [{"path": s["path"], "reason": s["reason"]} for r in records for s in r["skipped"]]
+    write_index(rows, ctx.out_dir / "index.parquet")
+
+    shards = {split: sorted(r["shard"] for r in records if r["split"] == split and r["shard"]) for split in data.splits}
+    counts = {
+        "found": len(found.videos) + len(found.skipped),
+        "written": len(rows),
+        "skipped": len(skipped),
+        **{f"written_{split}": sum(r["split"] == split for r in rows) for split in data.splits},
+    }
+    tracking.log_metrics(ctx.tracking, {f"videos_{k}": v for k, v in counts.items()}, step=0)
+    print(f"[shard] written {counts['written']}, skipped {counts['skipped']} (reasons in manifest.json)")
+    return {"counts": counts, "shards": shards, "index": "index.parquet", "skipped": skipped}
+
+
+@ray.remote(num_cpus=1)
+def _chunk_task(chunk: Chunk, out_dir: str, resolution: int, min_frames: int, crf: int, fail_after):
+    import torch
+
+    torch.set_num_threads(1)  # one task per core; resize must not oversubscribe
+    record = process_chunk(chunk, Path(out_dir), resolution, min_frames, crf, fail_after)
+    return len(record["rows"]), len(record["skipped"])
+
+
+def _run_chunks(chunks: list[Chunk], out_dir: Path, data, crf: int, fault: tuple[str, int] | None):
+    futures = {}
+    for chunk in chunks:
+        fail_after = fault[1] if fault and fault[0] == chunk.name else None
+        ref = _chunk_task.remote(chunk, str(out_dir), data.resolution, data.min_frames, crf, fail_after)
+        futures[ref] = chunk.name
+    failures: list[tuple[str, str]] = []
+    with tqdm(total=sum(len(c.videos) for c in chunks), desc="shard", unit="video") as bar:
+        remaining = list(futures)
+        sizes = {c.name: len(c.videos) for c in chunks}
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            name = futures[done[0]]
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayTaskError as err:
+                failures.append((name, str(err.cause) if err.cause else str(err).splitlines()[0]))
+            bar.update(sizes[name])
+    return failures
+
+
+def _fault_injection() -> tuple[str, int] | None:
+    value = os.environ.get(FAULT_ENV)
+    if not value:
+        return None
+    name, _, after = value.partition(":")
+    return name, int(after or 1)
+
+
+def _read_record(out_dir: Path, name: str) -> dict:
+    import json
+
+    return json.loads(record_path(out_dir, name).read_text())
+
+
+STAGE = Stage(
+    name="shard",
+    run=run,
+    sections=("data", "shard"),
+    description="raw videos -> WebDataset shards (.mp4 + .json) per split + index.parquet",
+)
