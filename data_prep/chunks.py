@@ -55,9 +55,7 @@ def is_complete(out_dir: Path, chunk_name: str) -> bool:
     return record_path(out_dir, chunk_name).is_file()
 
 
-def prepare_sample(
-    video: SourceVideo, resolution: int, min_frames: int, crf: int
-) -> tuple[bytes, dict]:
+def prepare_sample(video: SourceVideo, resolution: int, min_frames: int, crf: int) -> tuple[bytes, dict]:
     """Decode, check length, resize + centre crop, re-encode. Raises SkipSample."""
     decoded = load_frames(video)
     if decoded.num_frames < min_frames:

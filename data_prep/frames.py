@@ -17,7 +17,9 @@ from einops import rearrange
 def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     """`(t h w c)` uint8 -> `(t size size c)` uint8: short side to `size`, centre crop."""
     if frames.ndim != 4 or frames.dtype != np.uint8:
-        raise ValueError(f"resize_center_crop expects uint8 frames (t, h, w, c); got {frames.dtype} {frames.shape}")
+        raise ValueError(
+            f"resize_center_crop expects uint8 frames (t, h, w, c); got {frames.dtype} {frames.shape}"
+        )
     if size < 1:
         raise ValueError(f"resize_center_crop size must be >= 1; got {size}")
     height, width = frames.shape[1:3]
@@ -25,7 +27,9 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
     if (new_h, new_w) != (height, width):
         video = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float()
-        video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        video = F.interpolate(
+            video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
         frames = rearrange(video.round().clamp(0, 255).to(torch.uint8), "t c h w -> t h w c").numpy()
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return np.ascontiguousarray(frames[:, top : top + size, left : left + size])

@@ -71,8 +71,8 @@ class Sampler(Protocol):
     def reject_reason(self, sample: StoredSample) -> str | None:
         """Why the sample can never give an item (from its metadata alone), or None."""
 
-    def __call__(self, sample: StoredSample, rng: np.random.Generator) -> torch.Tensor:
-        """One random item; raises SkipSample for a sample that turns out unusable."""
+    def __call__(self, sample: StoredSample, rng: np.random.Generator) -> np.ndarray:
+        """One random float32 item; raises SkipSample for a sample that turns out unusable."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class VideoClipSampler:
             return f"{num_frames} frames, a clip of {self.frames} at stride {self.stride} needs {span}"
         return None
 
-    def __call__(self, sample: StoredSample, rng: np.random.Generator) -> torch.Tensor:
+    def __call__(self, sample: StoredSample, rng: np.random.Generator) -> np.ndarray:
         # `num_frames` in the metadata is the stored mp4's frame count (the shard stage
         # writes it), so the indices are chosen before decoding and only they are decoded.
         indices = strided_clip_indices(int(_field(sample, "num_frames")), self.frames, self.stride, rng)
@@ -109,14 +109,15 @@ class LatentWindowSampler:
             return f"{length} latent frames, a window needs {self.frames}"
         return None
 
-    def __call__(self, sample: StoredSample, rng: np.random.Generator) -> torch.Tensor:
+    def __call__(self, sample: StoredSample, rng: np.random.Generator) -> np.ndarray:
         sequence = np.load(io.BytesIO(_payload(sample, "npy")), allow_pickle=False)
         if sequence.ndim != 4:
             raise ValueError(
-                f"{sample.shard}: {sample.key}.npy has shape {sequence.shape}; a latent sequence is (c, l, h, w)"
+                f"{sample.shard}: {sample.key}.npy has shape {sequence.shape}; "
+                "a latent sequence is (c, l, h, w)"
             )
         start = random_window_start(sequence.shape[1], self.frames, rng)
-        return torch.from_numpy(sequence[:, start : start + self.frames].astype(np.float32))
+        return sequence[:, start : start + self.frames].astype(np.float32)
 
 
 class ShardStream(IterableDataset):
@@ -173,7 +174,7 @@ class ShardStream(IterableDataset):
         for _ in range(num_batches):
             yield _stack([next(items) for _ in range(self.batch_size)])
 
-    def _items(self, shards: list[str], rng: np.random.Generator) -> Iterator[tuple[str, torch.Tensor]]:
+    def _items(self, shards: list[str], rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
         failures = 0
         for sample in _shuffle_buffer(self._samples(shards, rng), self.shuffle_buffer, rng):
             try:
@@ -302,7 +303,7 @@ def _shuffle_buffer(
         yield sample
 
 
-def _stack(items: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+def _stack(items: list[tuple[str, np.ndarray]]) -> torch.Tensor:
     shapes = {tuple(item.shape) for _, item in items}
     if len(shapes) > 1:
         detail = ", ".join(f"{key}: {tuple(item.shape)}" for key, item in items)
@@ -310,7 +311,7 @@ def _stack(items: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
             f"samples of one batch differ in shape ({detail}); every video of a dataset must be "
             "stored at one resolution (reshard with a single data.resolution)"
         )
-    return torch.stack([item for _, item in items])
+    return torch.from_numpy(np.stack([item for _, item in items]))
 
 
 def _metadata(shard: str, key: str, fields: dict[str, bytes]) -> dict[str, Any]:

@@ -131,7 +131,9 @@ def read_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 continue
             name = member.name.rsplit("/", 1)[-1]
             if "." not in name:
-                raise ValueError(f"{path}: tar member {member.name!r} has no extension; not a WebDataset shard")
+                raise ValueError(
+                    f"{path}: tar member {member.name!r} has no extension; not a WebDataset shard"
+                )
             member_key, ext = name.split(".", 1)
             if member_key != key:
                 if key is not None:
@@ -166,7 +168,9 @@ def _to_bytes(value: SampleValue, key: str, ext: str) -> bytes:
         buffer = io.BytesIO()
         np.save(buffer, value, allow_pickle=False)
         return buffer.getvalue()
-    raise TypeError(f"sample {key!r} field {ext!r}: cannot store {type(value).__name__}; give bytes, str, dict or ndarray")
+    raise TypeError(
+        f"sample {key!r} field {ext!r}: cannot store {type(value).__name__}; give bytes, str, dict or ndarray"
+    )
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:

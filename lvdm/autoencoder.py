@@ -55,7 +55,9 @@ class AutoencoderConfig:
             if value < 1 or value & (value - 1):
                 raise ValueError(f"AutoencoderConfig.{name}={value}: must be a power of 2 (1, 2, 4, 8, ...)")
         if self.num_levels == 0:
-            raise ValueError("AutoencoderConfig: fs=1 and ft=1 leave no downsampling level; set fs or ft >= 2")
+            raise ValueError(
+                "AutoencoderConfig: fs=1 and ft=1 leave no downsampling level; set fs or ft >= 2"
+            )
         if self.channel_multipliers is None:
             self.channel_multipliers = tuple(2 ** (i + 1) for i in range(self.num_levels))
         self.channel_multipliers = tuple(self.channel_multipliers)
@@ -87,7 +89,8 @@ class AutoencoderConfig:
         """Per-level `(t, h, w)` stride of the encoder (and, as in the release, the decoder)."""
         log_t, log_s = int(math.log2(self.ft)), int(math.log2(self.fs))
         return tuple(
-            (2 if i < log_t else 1, 2 if i < log_s else 1, 2 if i < log_s else 1) for i in range(self.num_levels)
+            (2 if i < log_t else 1, 2 if i < log_s else 1, 2 if i < log_s else 1)
+            for i in range(self.num_levels)
         )
 
     @classmethod

@@ -30,7 +30,9 @@ from lvdm.losses.autoencoder_loss import AutoencoderLoss
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The bare module inside DistributedDataParallel (or DataParallel); else itself."""
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel | nn.DataParallel) else module
+    return (
+        module.module if isinstance(module, nn.parallel.DistributedDataParallel | nn.DataParallel) else module
+    )
 
 
 def psnr(x: Tensor, y: Tensor) -> float:
@@ -63,7 +65,9 @@ class AutoencoderTrainer:
         torch.float16 on GPU (fp16 adds a gradient scaler per optimiser), None for fp32 / CPU.
         """
         if not isinstance(unwrap(model), VideoAutoencoder):
-            raise TypeError(f"AutoencoderTrainer: model must be a VideoAutoencoder, got {type(unwrap(model))}")
+            raise TypeError(
+                f"AutoencoderTrainer: model must be a VideoAutoencoder, got {type(unwrap(model))}"
+            )
         if autocast_dtype not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast_dtype={autocast_dtype}: use torch.bfloat16, torch.float16 or None")
         self.model = model
@@ -74,7 +78,10 @@ class AutoencoderTrainer:
         self.seed = seed
         self.opt_ae = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
         self.opt_disc = torch.optim.AdamW(
-            discriminator.parameters(), lr=lr if disc_lr is None else disc_lr, betas=betas, weight_decay=weight_decay
+            discriminator.parameters(),
+            lr=lr if disc_lr is None else disc_lr,
+            betas=betas,
+            weight_decay=weight_decay,
         )
         fp16 = autocast_dtype == torch.float16
         self.scaler_ae = torch.amp.GradScaler(enabled=fp16)
@@ -145,7 +152,9 @@ class AutoencoderTrainer:
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly: weights, both optimisers and
         scalers, and the posterior-sampling generator."""
-        generator_state = self._generator.get_state() if self._generator is not None else self._generator_state
+        generator_state = (
+            self._generator.get_state() if self._generator is not None else self._generator_state
+        )
         return {
             "model": self.autoencoder.state_dict(),
             "discriminator": unwrap(self.discriminator).state_dict(),

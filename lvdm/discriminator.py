@@ -56,7 +56,9 @@ def _patchgan_layers(
         stride = stride2 if n < num_layers else 1
         # No bias before a norm layer: the norm's shift makes it redundant (taming does the same).
         layers += [
-            conv(base_channels * prev, base_channels * mult, kernel, stride=stride, padding=padding, bias=False),
+            conv(
+                base_channels * prev, base_channels * mult, kernel, stride=stride, padding=padding, bias=False
+            ),
             _norm(norm, base_channels * mult, dims),
             nn.LeakyReLU(0.2, inplace=True),
         ]
@@ -76,7 +78,9 @@ def _init_weights(module: nn.Module) -> None:
 class FramePatchDiscriminator(nn.Module):
     """The official per-frame 2D PatchGAN: logits `(b t) 1 h' w'` for `x: (b c t h w)`."""
 
-    def __init__(self, in_channels: int = 3, base_channels: int = 64, num_layers: int = 3, norm: str = "batch"):
+    def __init__(
+        self, in_channels: int = 3, base_channels: int = 64, num_layers: int = 3, norm: str = "batch"
+    ):
         super().__init__()
         self.num_layers = num_layers
         self.net = _patchgan_layers(nn.Conv2d, in_channels, base_channels, num_layers, norm, 4, 1, 2)
@@ -95,7 +99,9 @@ class SpaceTimePatchDiscriminator(nn.Module):
     while the spatial path is exactly the 2D PatchGAN's.
     """
 
-    def __init__(self, in_channels: int = 3, base_channels: int = 64, num_layers: int = 3, norm: str = "batch"):
+    def __init__(
+        self, in_channels: int = 3, base_channels: int = 64, num_layers: int = 3, norm: str = "batch"
+    ):
         super().__init__()
         self.num_layers = num_layers
         self.net = _patchgan_layers(

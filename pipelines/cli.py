@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     status.set_defaults(handler=_cmd_status)
 
-    resume = sub.add_parser("resume", help="rerun a run with its recorded config; complete stages are skipped")
+    resume = sub.add_parser(
+        "resume", help="rerun a run with its recorded config; complete stages are skipped"
+    )
     resume.add_argument("run_id")
     resume.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     resume.add_argument("--address")

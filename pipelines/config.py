@@ -76,6 +76,63 @@ class ShardConfig(Section):
     crf: int = Field(18, ge=0, le=51, description="H.264 quality of the stored clips")
 
 
+class AutoencoderModelSection(Section):
+    """lvdm.autoencoder.AutoencoderConfig; defaults are the paper's (fs=8, ft=4, 32->256 ch)."""
+
+    hidden: int = Field(32, ge=1)
+    channel_multipliers: tuple[int, ...] | None = Field(None, description="None: 2, 4, 8, ... per level")
+    latent_channels: int = Field(4, ge=1)
+    fs: int = Field(8, ge=1, description="spatial downsampling, a power of 2")
+    ft: int = Field(4, ge=1, description="temporal downsampling, a power of 2")
+    encoder_res_blocks: int = Field(1, ge=0)
+    decoder_res_blocks: int = Field(2, ge=0)
+    norm_groups: int = Field(32, ge=1)
+
+
+class AutoencoderLossSection(Section):
+    reconstruction: Literal["l1", "mse"] = "l1"
+    perceptual_weight: float = Field(1.0, ge=0)
+    lpips: Literal["vgg", "alex", "random"] = Field(
+        "vgg", description="LPIPS trunk from `lvdm weights fetch`; `random` is for tests only"
+    )
+    kl_weight: float = Field(0.0, ge=0, description="the official configs use 0")
+    discriminator: Literal["frame", "spacetime"] = "frame"
+    disc_layers: int = Field(3, ge=1)
+    disc_channels: int = Field(64, ge=1)
+    disc_start: int = Field(50001, ge=0, description="step at which the adversarial loss switches on")
+    disc_weight: float = Field(0.5, ge=0)
+
+
+class AutoencoderTrainSection(Section):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(1, ge=1, description="clips per worker per step")
+    lr: float = Field(3.6e-5, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="autocast on GPU; CPU runs fp32")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU)")
+    use_gpu: bool = False
+    loader_workers: int = Field(2, ge=0, description="DataLoader processes per Ray Train worker")
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(10, ge=1)
+    preview_every: int = Field(500, ge=1, description="held-out PSNR + original|reconstruction mp4")
+    heldout_clips: int = Field(4, ge=1)
+    normalisation_clips: int = Field(32, ge=1, description="clips encoded to compute the latent scale/shift")
+    max_failures: int = Field(2, ge=0, description="Ray Train retries from the last checkpoint")
+    seed: int = 0
+
+
+class AutoencoderSection(Section):
+    model: AutoencoderModelSection = Field(default_factory=AutoencoderModelSection)
+    loss: AutoencoderLossSection = Field(default_factory=AutoencoderLossSection)
+    train: AutoencoderTrainSection = Field(default_factory=AutoencoderTrainSection)
+
+
+class CacheLatentsSection(Section):
+    batch_size: int = Field(4, ge=1, description="windows encoded per forward pass")
+    use_gpu: bool = False
+    num_actors: int = Field(1, ge=1, description="encoder replicas (one per GPU)")
+
+
 class MlflowConfig(Section):
     tracking_uri: str | None = Field(None, description="default: sqlite:///<workdir>/mlflow.db")
     experiment: str | None = Field(None, description="default: the pipeline name")
@@ -95,6 +152,8 @@ class PipelineConfig(Section):
     stages: tuple[str, ...]
     data: DataConfig
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    autoencoder: AutoencoderSection = Field(default_factory=AutoencoderSection)
+    cache_latents: CacheLatentsSection = Field(default_factory=CacheLatentsSection)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)

@@ -122,7 +122,9 @@ def _open_record(config: PipelineConfig, workdir: Path, pipeline_path: str, run_
     if run_id is not None:
         record = RunRecord.load(workdir, run_id)
     else:
-        record = RunRecord(run_id=new_run_id(), pipeline=pipeline_path, name=config.name, workdir=str(workdir))
+        record = RunRecord(
+            run_id=new_run_id(), pipeline=pipeline_path, name=config.name, workdir=str(workdir)
+        )
     record.folder.mkdir(parents=True, exist_ok=True)
     config_path = record.folder / "config.yaml"
     if not config_path.exists():
@@ -145,8 +147,9 @@ def _run_stage(
     out_dir = Path(state.output)
     manifest = read_manifest(out_dir)
     if manifest is not None:
-        state.status, state.mlflow_run_id = ("done" if state.status == "done" else "cached"), manifest.get(
-            "mlflow_run_id"
+        state.status, state.mlflow_run_id = (
+            ("done" if state.status == "done" else "cached"),
+            manifest.get("mlflow_run_id"),
         )
         record.save()
         echo(f"[{stage.name}] cached: {out_dir}")
@@ -163,7 +166,9 @@ def _run_stage(
         reattach_run_id=in_progress.get("mlflow_run_id"),
     )
     write_json_atomic(out_dir / STAGE_STATE, {"mlflow_run_id": stage_tracking.run_id})
-    tracking.log_params(stage_tracking, {s: config.section(s).model_dump(mode="json") for s in stage.sections})
+    tracking.log_params(
+        stage_tracking, {s: config.section(s).model_dump(mode="json") for s in stage.sections}
+    )
     state.status, state.started, state.ended = "running", time.time(), None
     state.mlflow_run_id = stage_tracking.run_id
     record.save()

@@ -53,7 +53,9 @@ def run(ctx: StageContext) -> dict:
     failures = _run_chunks(pending, ctx.out_dir, data, shard.crf, _fault_injection())
     if failures:
         names = ", ".join(f"{name} ({err})" for name, err in failures)
-        raise RuntimeError(f"{len(failures)} of {len(chunks)} chunks failed: {names}; rerun to redo only these")
+        raise RuntimeError(
+            f"{len(failures)} of {len(chunks)} chunks failed: {names}; rerun to redo only these"
+        )
 
     records = [_read_record(ctx.out_dir, c.name) for c in chunks]
     rows = [row for r in records for row in r["rows"]]
@@ -61,7 +63,10 @@ def run(ctx: StageContext) -> dict:
     skipped += [{"path": s["path"], "reason": s["reason"]} for r in records for s in r["skipped"]]
     write_index(rows, ctx.out_dir / "index.parquet")
 
-    shards = {split: sorted(r["shard"] for r in records if r["split"] == split and r["shard"]) for split in data.splits}
+    shards = {
+        split: sorted(r["shard"] for r in records if r["split"] == split and r["shard"])
+        for split in data.splits
+    }
     counts = {
         "found": len(found.videos) + len(found.skipped),
         "written": len(rows),

@@ -150,7 +150,9 @@ def load_frames(video: SourceVideo, indices: Sequence[int] | None = None) -> Dec
         return decode_video(path, indices)
     if video.kind == "frames":
         return _read_frame_folder(path, indices, float(video.meta.get("fps", DEFAULT_FRAME_FOLDER_FPS)))
-    raise ValueError(f"{video.key}: unknown SourceVideo.kind {video.kind!r}; expected file, frames or synthetic")
+    raise ValueError(
+        f"{video.key}: unknown SourceVideo.kind {video.kind!r}; expected file, frames or synthetic"
+    )
 
 
 def _read_frame_folder(folder: Path, indices: Sequence[int] | None, fps: float) -> DecodedVideo:

@@ -17,8 +17,8 @@ from pathlib import Path
 from data_prep.sources.base import (
     DEFAULT_FRAME_FOLDER_FPS,
     Discovery,
-    SourceVideo,
     Skipped,
+    SourceVideo,
     check_splits,
     finish,
     layout_error,
@@ -48,6 +48,11 @@ def discover(root: Path | None, splits: Sequence[str], fps: float = DEFAULT_FRAM
                 if num_frames == 0:
                     skipped.append(Skipped(str(clip_dir), "empty clip folder: no .jpg frames"))
                     continue
-                meta = {"video_id": video_dir.name, "clip": clip_dir.name, "num_frames": num_frames, "fps": fps}
+                meta = {
+                    "video_id": video_dir.name,
+                    "clip": clip_dir.name,
+                    "num_frames": num_frames,
+                    "fps": fps,
+                }
                 videos.append(SourceVideo(make_key(clip_dir.name), split, str(clip_dir), "frames", meta))
     return finish(videos, skipped)

@@ -21,6 +21,7 @@ Shapes are drawn in list order, so a later shape occludes an earlier one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -42,7 +43,7 @@ SPEED_RANGE = (0.02, 0.05)  # fraction of the resolution per frame
 
 
 def discover(
-    root: object,
+    root: Path | None,
     splits: Sequence[str],
     num_videos: int | Mapping[str, int] = 64,
     num_frames: int = 16,

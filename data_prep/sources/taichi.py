@@ -17,9 +17,10 @@ from pathlib import Path
 
 from data_prep.sources.base import (
     DEFAULT_FRAME_FOLDER_FPS,
+    DatasetLayoutError,
     Discovery,
-    SourceVideo,
     Skipped,
+    SourceVideo,
     check_splits,
     finish,
     layout_error,
@@ -49,20 +50,43 @@ def discover(
     videos: list[SourceVideo] = []
     skipped: list[Skipped] = []
     for split, split_dir in split_dirs.items():
-        for entry in sorted(split_dir.iterdir()):
-            if format == "mp4":
-                if entry.is_file() and entry.suffix.lower() == ".mp4":
-                    meta = _parse_name(entry.stem)
-                    videos.append(SourceVideo(make_key(entry.stem), split, str(entry), "file", meta))
-            elif entry.is_dir():
-                name = entry.name.removesuffix(".mp4")
-                num_frames = len(list_frame_images(entry))
-                if num_frames == 0:
-                    skipped.append(Skipped(str(entry), "empty frame folder: no .png frames"))
-                    continue
-                meta = _parse_name(name) | {"num_frames": num_frames, "fps": fps}
-                videos.append(SourceVideo(make_key(name), split, str(entry), "frames", meta))
+        entries = sorted(split_dir.iterdir())
+        listed = _list_mp4(entries, split) if format == "mp4" else _list_png(entries, split, fps, skipped)
+        if not listed and any(_looks_like_other_format(e, format) for e in entries):
+            other = "png" if format == "mp4" else "mp4"
+            raise DatasetLayoutError(
+                f"{NAME}: {split_dir} holds no {expected} but looks like the {other} format; "
+                f"set the dataset option format: {other}"
+            )
+        videos += listed
     return finish(videos, skipped)
+
+
+def _list_mp4(entries: list[Path], split: str) -> list[SourceVideo]:
+    return [
+        SourceVideo(make_key(entry.stem), split, str(entry), "file", _parse_name(entry.stem))
+        for entry in entries
+        if entry.is_file() and entry.suffix.lower() == ".mp4"
+    ]
+
+
+def _list_png(entries: list[Path], split: str, fps: float, skipped: list[Skipped]) -> list[SourceVideo]:
+    videos = []
+    for entry in filter(Path.is_dir, entries):
+        name = entry.name.removesuffix(".mp4")
+        num_frames = len(list_frame_images(entry))
+        if num_frames == 0:
+            skipped.append(Skipped(str(entry), "empty frame folder: no .png frames"))
+            continue
+        meta = _parse_name(name) | {"num_frames": num_frames, "fps": fps}
+        videos.append(SourceVideo(make_key(name), split, str(entry), "frames", meta))
+    return videos
+
+
+def _looks_like_other_format(entry: Path, format: str) -> bool:
+    # png-format folders keep the `.mp4` suffix, so the suffix alone cannot tell them apart.
+    is_mp4 = entry.suffix.lower() == ".mp4"
+    return is_mp4 and (entry.is_dir() if format == "mp4" else entry.is_file())
 
 
 def _parse_name(name: str) -> dict:

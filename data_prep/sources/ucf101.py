@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data_prep.sources.base import (
-    Discovery,
     DatasetLayoutError,
-    SourceVideo,
+    Discovery,
     Skipped,
+    SourceVideo,
     check_splits,
     finish,
     layout_error,

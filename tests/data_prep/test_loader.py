@@ -90,7 +90,8 @@ def test_videos_shorter_than_one_clip_are_skipped_and_counted(tmp_path):
     loader = video_clip_loader(shards, frames=4, stride=3, batch_size=4, batches_per_epoch=3)
 
     assert _video_ids(loader) == {1, 3}
-    assert sorted(name.rsplit(":", 1)[1] for name in loader.dataset.skipped) == ["vid_000", "vid_002", "vid_004"]
+    skipped_keys = sorted(name.rsplit(":", 1)[1] for name in loader.dataset.skipped)
+    assert skipped_keys == ["vid_000", "vid_002", "vid_004"]
     assert "needs 10" in next(iter(loader.dataset.skipped.values()))
 
 
@@ -154,6 +155,10 @@ def test_two_workers_split_the_shards_and_keep_the_epoch_length(five_shards):
     assert len(first) == 5
     assert all(batch.shape == (2, 3, 3, SIZE, SIZE) for batch in first)
     assert all(torch.equal(a, b) for a, b in zip(first, run(), strict=True))
+    # DataLoader takes batches from the workers in turn; worker 0 owns shards 0, 2, 4, worker 1 shards 1, 3.
+    for index, batch in enumerate(first):
+        ids = set(_decode_colours(batch)[1].tolist())
+        assert ids <= ({0, 1, 4, 5, 8, 9} if index % 2 == 0 else {2, 3, 6, 7}), (index, ids)
 
 
 def _latent_sample(index: int, length: int) -> tuple[dict, np.ndarray]:

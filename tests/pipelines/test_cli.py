@@ -1,0 +1,101 @@
+"""`lvdm` as a user runs it: a real subprocess, and a real `mlflow server` on 127.0.0.1."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.cli import main
+from tests.conftest import TINY_DEMO
+
+LVDM = [sys.executable, "-m", "pipelines.cli"]
+
+
+def _sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def test_lvdm_run_then_rerun_reports_cached_and_status_shows_it(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    run = [*LVDM, "run", "--workdir", str(tmp_path), *_sets(TINY_DEMO + ["ray.num_cpus=2"])]
+    first = subprocess.run(run, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[shard] done" in first.stdout
+    second = subprocess.run(run, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0 and "[shard] cached" in second.stdout
+    status = subprocess.run([*LVDM, "status", "--workdir", str(tmp_path)], capture_output=True, text=True)
+    assert status.returncode == 0
+    assert any(line.split()[:2] == ["shard", "cached"] for line in status.stdout.splitlines())
+
+
+def test_bad_config_exits_2_with_the_key_in_the_message(tmp_path, capsys):
+    assert main(["run", "--workdir", str(tmp_path), "--set", "data.fps=3"]) == 2
+    assert "data.fps: unknown key" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None, "mlflow server exited"
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("mlflow server did not come up in 120 s")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow_server):
+    workdir = tmp_path / "work"
+    argv = ["run", "--workdir", str(workdir), *_sets(TINY_DEMO + [f"mlflow.tracking_uri={mlflow_server}"])]
+    assert main(argv) == 0
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("demo")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 1
+    assert children[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert children[0].data.tags["lvdm.stage"] == "shard" and children[0].info.status == "FINISHED"
+    assert "manifest.json" in [a.path for a in client.list_artifacts(children[0].info.run_id)]
+    assert not (Path(workdir) / "mlflow.db").exists(), "a configured server replaces the embedded store"

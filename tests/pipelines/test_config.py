@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import ConfigError, load_pipeline
+from tests.conftest import PIPELINES
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_pipelines_validate_with_paper_settings():
+    for name, stride in [("ucf101", 1), ("sky_timelapse", 1), ("taichi", 4), ("webvid", 1)]:
+        config = load_pipeline(PIPELINES / f"{name}.yaml", [f"data.root=/data/{name}"])
+        assert (config.data.resolution, config.data.frames, config.data.stride) == (256, 16, stride)
+        assert config.data.dataset == name and str(config.data.root) == f"/data/{name}"
+    assert load_pipeline(PIPELINES / "demo.yaml").data.dataset == "synthetic"
+
+
+def test_unknown_key_names_file_path_and_allowed_keys(tmp_path):
+    path = _write(tmp_path, "name: x\nstages: [shard]\ndata: {dataset: synthetic, resolutoin: 64}\n")
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(path)
+    message = str(err.value)
+    assert str(path) in message and "data.resolutoin" in message and "resolution" in message
+
+
+def test_wrong_type_and_value_say_what_was_given_and_allowed(tmp_path):
+    path = _write(tmp_path, "name: x\nstages: [shard]\ndata: {dataset: kinetics, frames: many}\n")
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(path)
+    message = str(err.value)
+    assert "data.dataset" in message and "'kinetics'" in message and "ucf101" in message
+    assert "data.frames" in message and "'many'" in message
+
+
+def test_set_overrides_any_key_with_yaml_values():
+    config = load_pipeline(
+        PIPELINES / "demo.yaml",
+        ["data.resolution=32", "data.splits=[train]", "data.synthetic.videos={train: 3}"],
+    )
+    assert config.data.resolution == 32 and config.data.splits == ("train",)
+    assert config.data.synthetic.videos == {"train": 3}
+
+
+def test_real_dataset_without_root_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"data.root is required"):
+        load_pipeline(PIPELINES / "ucf101.yaml")
+
+
+def test_odd_resolution_and_bad_override_syntax_are_refused():
+    with pytest.raises(ConfigError, match="even"):
+        load_pipeline(PIPELINES / "demo.yaml", ["data.resolution=33"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_pipeline(PIPELINES / "demo.yaml", ["data.resolution"])
