@@ -128,9 +128,8 @@ class AutoencoderSection(Section):
 
 
 class CacheLatentsSection(Section):
-    batch_size: int = Field(4, ge=1, description="windows encoded per forward pass")
-    use_gpu: bool = False
-    num_actors: int = Field(1, ge=1, description="encoder replicas (one per GPU)")
+    batch_size: int = Field(4, ge=1, description="clip windows encoded per forward pass")
+    use_gpu: bool = Field(False, description="one GPU per encoding task")
 
 
 class MlflowConfig(Section):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from stages import shard, train_autoencoder
+from stages import cache_latents, shard, train_autoencoder
 from stages.contract import Stage
 
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (shard.STAGE, train_autoencoder.STAGE)}
+STAGES: dict[str, Stage] = {
+    stage.name: stage for stage in (shard.STAGE, train_autoencoder.STAGE, cache_latents.STAGE)
+}

@@ -25,11 +25,20 @@ def ray_cluster():
     ray.shutdown()
 
 
-# Small enough for 2 CI cores, same code paths as a full run.
+# Small enough for 2 CI cores, same code paths as a full run. TINY_DEMO stops after `shard`;
+# add TINY_AUTOENCODER (and a `stages=` override) to go further.
 TINY_DEMO = [
+    "stages=[shard]",
     "data.resolution=32",
     "data.frames=8",
     "data.synthetic.videos={train: 6, test: 2}",
     "data.synthetic.frames=12",
     "shard.videos_per_shard=2",
+]
+
+TINY_AUTOENCODER = [
+    "autoencoder.model={hidden: 8, fs: 4, ft: 2, norm_groups: 8}",
+    "autoencoder.loss={lpips: random, disc_start: 2, disc_channels: 8, disc_layers: 2}",
+    "autoencoder.train={steps: 4, batch_size: 2, checkpoint_every: 2, log_every: 1, preview_every: 2,"
+    " loader_workers: 0, normalisation_clips: 4, heldout_clips: 2, max_failures: 0}",
 ]

@@ -22,13 +22,17 @@ from lvdm.pretrained.cache import LPIPS_FILES, cached_weights
 _ALIASES = {"vgg": "vgg", "vgg16": "vgg", "alex": "alex", "alexnet": "alex"}
 # The trunk halves a side 4 times (VGG16) / by 4 then 2x2 (AlexNet) before the last tapped layer.
 _MIN_SIDE = {"vgg": 16, "alex": 32}
-# Decoder outputs overshoot [-1, 1] while an autoencoder trains, so only clearly wrong ranges
-# (e.g. [0, 255]) are refused.
+# Only clearly wrong ranges (e.g. [0, 255]) of the reference images are refused.
 _RANGE_SLACK = 0.5
 
 
 class PerceptualLoss(nn.Module):
-    """`forward(x, y)`: images `(b, 3, h, w)` in [-1, 1] -> LPIPS distance `(b,)`. Frozen, eval mode."""
+    """`forward(x, y)`: images `(b, 3, h, w)` in [-1, 1] -> LPIPS distance `(b,)`. Frozen, eval mode.
+
+    `x` is the reference (the real frames), `y` the reconstruction, as in latent diffusion's
+    `perceptual_loss(inputs, reconstructions)`: only `x`'s range is checked, because a decoder in
+    training legitimately overshoots [-1, 1] (an untrained one by far).
+    """
 
     def __init__(self, net: lpips.LPIPS, trunk: str):
         super().__init__()
@@ -41,7 +45,7 @@ class PerceptualLoss(nn.Module):
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor, min_side: int = 16) -> None:
-    """Refuse, before any compute, image pairs that are not `(b, 3, h, w)` float in [-1, 1]."""
+    """Refuse, before any compute, image pairs that are not `(b, 3, h, w)` float, `x` in [-1, 1]."""
     expected = f"expected two (b, 3, h, w) float tensors in [-1, 1], RGB, h and w >= {min_side}"
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
@@ -58,13 +62,12 @@ def check_images(x: torch.Tensor, y: torch.Tensor, min_side: int = 16) -> None:
             raise ValueError(f"LPIPS input {name} has shape {tuple(t.shape)}; {expected}")
     if x.shape != y.shape:
         raise ValueError(f"LPIPS inputs differ in shape: x {tuple(x.shape)}, y {tuple(y.shape)}; {expected}")
-    for name, t in (("x", x), ("y", y)):
-        lo, hi = (float(v) for v in torch.aminmax(t.detach()))
-        if lo < -1 - _RANGE_SLACK or hi > 1 + _RANGE_SLACK:
-            raise ValueError(
-                f"LPIPS input {name} spans [{lo:.4g}, {hi:.4g}]; {expected} "
-                "(from [0, 255]: x / 127.5 - 1; from [0, 1]: 2 * x - 1)"
-            )
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if lo < -1 - _RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+        raise ValueError(
+            f"LPIPS input x spans [{lo:.4g}, {hi:.4g}]; {expected} "
+            "(from [0, 255]: x / 127.5 - 1; from [0, 1]: 2 * x - 1)"
+        )
 
 
 def _build(trunk: str) -> lpips.LPIPS:

@@ -32,6 +32,12 @@ def test_lpips_is_frozen_but_passes_gradients_to_the_images(random_lpips):
     assert all(not p.requires_grad for p in random_lpips.parameters())
 
 
+def test_reconstruction_may_overshoot_the_image_range(random_lpips):
+    # An untrained decoder's output is far outside [-1, 1]; the loss must still train it.
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert random_lpips(x, 5 * torch.randn(1, 3, 32, 32)).shape == (1,)
+
+
 def test_load_lpips_without_weights_says_run_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("LVDM_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError, match="lvdm weights fetch") as info:

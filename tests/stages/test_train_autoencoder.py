@@ -1,0 +1,84 @@
+"""shard -> train_autoencoder -> cache_latents on Ray Train, killed mid-way and resumed."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from data_prep.clip_sampling import frames_to_model_range
+from data_prep.decode import decode_video
+from data_prep.loader import latent_window_loader
+from data_prep.shard_writer import read_shard
+from lvdm.latent_sequence import decode_sequence, encode_sequence
+from pipelines.config import load_pipeline
+from pipelines.runner import PipelineError, run_pipeline
+from stages.autoencoder_file import load_autoencoder
+from stages.train_autoencoder import FAULT_ENV
+from tests.conftest import PIPELINES, TINY_AUTOENCODER, TINY_DEMO
+
+STAGES = "stages=[shard, train_autoencoder, cache_latents]"
+
+
+def _run(workdir: Path, **kwargs):
+    config = load_pipeline(PIPELINES / "demo.yaml", TINY_DEMO + TINY_AUTOENCODER + [STAGES])
+    return run_pipeline(config, workdir, "demo.yaml", echo=lambda *_: None, **kwargs)
+
+
+def test_training_killed_after_a_checkpoint_resumes_there_and_the_latent_cache_round_trips(
+    ray_cluster, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(FAULT_ENV, "train_autoencoder:3")  # crash after step 3; checkpoint at step 2
+    with pytest.raises(PipelineError, match="train_autoencoder"):
+        _run(tmp_path)
+    failed = json.loads(next((tmp_path / "runs").glob("*/run.json")).read_text())
+    train_dir = Path(failed["stages"]["train_autoencoder"]["output"])
+    assert not (train_dir / "autoencoder.pt").exists() and not (train_dir / "manifest.json").exists()
+
+    monkeypatch.delenv(FAULT_ENV)
+    record = _run(tmp_path, run_id=failed["run_id"])
+    assert [s.status for s in record.stages.values()] == ["done", "done", "done"]
+    train = json.loads((train_dir / "manifest.json").read_text())["outputs"]
+    assert train["resumed_from_step"] == 2 and train["steps"] == 4
+    assert train["scale"] > 0 and np.isfinite(train["shift"])
+
+    client = MlflowClient(record.mlflow_tracking_uri)
+    run_id = record.stages["train_autoencoder"].mlflow_run_id
+    assert run_id == failed["stages"]["train_autoencoder"]["mlflow_run_id"], "resume must reattach"
+    metrics = client.get_run(run_id).data.metrics
+    for name in ("ae/loss", "ae/perceptual", "disc/loss", "heldout_psnr", "clips_per_s", "lr"):
+        assert name in metrics, name
+    steps = [m.step for m in client.get_metric_history(run_id, "ae/loss")]
+    assert sorted(set(steps)) == [1, 2, 3, 4]
+    assert client.get_metric_history(run_id, "disc/active")[-1].value == 1.0  # on from disc_start=2
+    assert [a.path for a in client.list_artifacts(run_id, "previews")]
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/autoencoder.pt"]
+
+    # Latent cache: stored fp16 latents decode like a direct encode -> decode of the same video.
+    cache = json.loads((Path(record.stages["cache_latents"].output) / "manifest.json").read_text())
+    cache_dir = Path(record.stages["cache_latents"].output)
+    shard_dir = Path(record.stages["shard"].output)
+    model, meta = load_autoencoder(train_dir / "autoencoder.pt")
+    assert cache["outputs"]["scale"] == meta["scale"]
+    name = cache["outputs"]["shards"]["test"][0]
+    key, fields = next(read_shard(cache_dir / name))
+    stored = torch.from_numpy(np.load(__import__("io").BytesIO(fields["npy"])).astype(np.float32))
+    video = dict(read_shard(shard_dir / name))[key]["mp4"]
+    pixels = torch.from_numpy(frames_to_model_range(decode_video(video).frames))
+    direct = encode_sequence(model, pixels, window=8)
+    assert stored.shape == direct.shape == (4, 4, 8, 8)
+    assert torch.allclose(stored, direct, atol=2e-2 * direct.abs().max().item())
+    window = model.config.ft and 8 // model.config.ft
+    assert torch.allclose(
+        decode_sequence(model, stored, window), decode_sequence(model, direct, window), atol=2e-2
+    )
+
+    loader = latent_window_loader(
+        [str(cache_dir / s) for s in cache["outputs"]["shards"]["train"]],
+        frames=2,
+        batch_size=3,
+        batches_per_epoch=2,
+    )
+    assert [tuple(b.shape) for b in loader] == [(3, 4, 2, 8, 8)] * 2
