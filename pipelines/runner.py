@@ -41,7 +41,8 @@ def plan(config: PipelineConfig, until: str | None = None) -> list[Stage]:
         for upstream in stage.inputs:
             if upstream not in config.stages:
                 raise PipelineError(
-                    f"stages: {name!r} needs {upstream!r}, which the pipeline does not list; add it to `stages`"
+                    f"stages: {name!r} needs {upstream!r}, which the pipeline does not list; "
+                    "add it to `stages`"
                 )
             visit(upstream, chain + (name,))
         order.append(stage)

