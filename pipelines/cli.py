@@ -117,10 +117,14 @@ def _print_status(record: RunRecord) -> None:
 
 
 def _cmd_weights_fetch(args: argparse.Namespace) -> int:
-    from lvdm.pretrained import fetch_weights
+    from lvdm.pretrained import ConversionError, FetchError, UnsafePickleError, fetch_weights
 
-    for path in fetch_weights(source=args.source, home=args.home):
-        print(path)
+    try:
+        paths = fetch_weights(source=args.source, home=args.home)
+    except (FetchError, UnsafePickleError, ConversionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"weights cache ready: {', '.join(str(p) for p in paths)}")
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -68,6 +69,7 @@ def run(ctx: StageContext) -> dict:
         for _, src, dst in pending
     ]
     skipped: list[dict] = []
+    started = time.perf_counter()
     with tqdm(total=len(refs), desc="cache_latents", unit="shard") as bar:
         remaining = list(refs)
         while remaining:
@@ -75,14 +77,18 @@ def run(ctx: StageContext) -> dict:
             skipped += ray.get(done[0])
             bar.update(1)
 
+    seconds = time.perf_counter() - started
     rows = [row for split, _, dst in jobs if dst.exists() for row in _rows(dst, split)]
+    encoded = {dst.name for _, _, dst in pending}
+    rate = sum(r["shard"] in encoded for r in rows) / seconds if pending else 0.0
     write_index(rows, ctx.out_dir / "index.parquet", LATENT_INDEX_SCHEMA)
     shards = {
         split: sorted(dst.name for s, _, dst in jobs if s == split and dst.exists())
         for split in shard_manifest["outputs"]["shards"]
     }
     meta = ae_manifest["outputs"]
-    counts = {"latents": len(rows), "latent_frames": sum(r["latent_frames"] for r in rows)}
+    frames = sum(r["latent_frames"] for r in rows)
+    counts = {"latents": len(rows), "latent_frames": frames, "videos_per_s": rate}
     tracking.log_metrics(ctx.tracking, counts, step=0)
     print(f"[cache_latents] {counts['latents']} latent sequences, {counts['latent_frames']} latent frames")
     return {

@@ -9,6 +9,7 @@ redoes only the chunks that have no record.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import ray
@@ -50,7 +51,9 @@ def run(ctx: StageContext) -> dict:
     print(f"[shard] {len(found.videos)} videos in {len(chunks)} chunks; {len(pending)} to do")
 
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
+    started = time.perf_counter()
     failures = _run_chunks(pending, ctx.out_dir, data, shard.crf, _fault_injection())
+    seconds = time.perf_counter() - started
     if failures:
         names = ", ".join(f"{name} ({err})" for name, err in failures)
         raise RuntimeError(
@@ -73,9 +76,17 @@ def run(ctx: StageContext) -> dict:
         "skipped": len(skipped),
         **{f"written_{split}": sum(r["split"] == split for r in rows) for split in data.splits},
     }
-    tracking.log_metrics(ctx.tracking, {f"videos_{k}": v for k, v in counts.items()}, step=0)
+    rate = sum(len(c.videos) for c in pending) / seconds if pending else 0.0
+    metrics = {**{f"videos_{k}": v for k, v in counts.items()}, "videos_per_s": rate}
+    tracking.log_metrics(ctx.tracking, metrics, step=0)
     print(f"[shard] written {counts['written']}, skipped {counts['skipped']} (reasons in manifest.json)")
-    return {"counts": counts, "shards": shards, "index": "index.parquet", "skipped": skipped}
+    return {
+        "counts": counts,
+        "shards": shards,
+        "index": "index.parquet",
+        "skipped": skipped,
+        "videos_per_s": rate,  # this run's chunk phase, over the chunks it processed
+    }
 
 
 @ray.remote(num_cpus=1)

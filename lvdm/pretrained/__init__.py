@@ -5,14 +5,15 @@
 """
 
 from lvdm.pretrained.cache import MissingWeightsError, weights_home
-from lvdm.pretrained.fetch import FetchError, fetch_weights, main_fetch
+from lvdm.pretrained.convert import ConversionError
+from lvdm.pretrained.fetch import FetchError, fetch_weights
 from lvdm.pretrained.safe_unpickle import UnsafePickleError
 
 __all__ = [
+    "ConversionError",
     "FetchError",
     "MissingWeightsError",
     "UnsafePickleError",
     "fetch_weights",
-    "main_fetch",
     "weights_home",
 ]

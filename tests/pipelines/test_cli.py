@@ -39,6 +39,14 @@ def test_bad_config_exits_2_with_the_key_in_the_message(tmp_path, capsys):
     assert "data.fps: unknown key" in capsys.readouterr().err
 
 
+def test_weights_fetch_from_a_missing_folder_exits_1_naming_it(tmp_path, capsys):
+    argv = ["weights", "fetch", "--from", str(tmp_path / "nowhere"), "--home", str(tmp_path / "home")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "no such file or folder" in err
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").iterdir())
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
