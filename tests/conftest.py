@@ -15,6 +15,23 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
 @pytest.fixture(scope="session")
+def pretrained_home() -> Path:
+    """The real weights cache. Tests marked `pretrained` need it (`lvdm weights fetch` fills it):
+    without it they skip saying what to run; with LVDM_REQUIRE_PRETRAINED=1 (CI, after the fetch)
+    they fail instead, so a broken fetch cannot pass as a skip."""
+    from lvdm.pretrained.cache import I3D_FILE, LPIPS_FILES, weights_home
+
+    home = weights_home()
+    missing = [name for name in (I3D_FILE, *LPIPS_FILES.values()) if not (home / name).is_file()]
+    if missing:
+        reason = f"pretrained weights {', '.join(missing)} not in {home}: run `lvdm weights fetch`"
+        if os.environ.get("LVDM_REQUIRE_PRETRAINED") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return home
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray cluster, started once: each start costs several seconds."""
     import ray
@@ -38,7 +55,7 @@ TINY_DEMO = [
 
 TINY_AUTOENCODER = [
     "autoencoder.model={hidden: 8, fs: 4, ft: 2, norm_groups: 8}",
-    "autoencoder.loss={lpips: random, disc_start: 2, disc_channels: 8, disc_layers: 2}",
+    "autoencoder.loss={lpips: vgg, disc_start: 2, disc_channels: 8, disc_layers: 2}",
     "autoencoder.train={steps: 4, batch_size: 2, checkpoint_every: 2, log_every: 1, preview_every: 2,"
     " loader_workers: 0, normalisation_clips: 4, heldout_clips: 2, max_failures: 0}",
 ]

@@ -1,13 +1,10 @@
-"""Fixtures for the pretrained LPIPS / I3D tests: the weights cache and the JAX reference outputs.
+"""Fixtures for the pretrained LPIPS / I3D tests: the JAX reference outputs.
 
-Tests marked `pretrained` need the real weights in `weights_home()` (`lvdm weights fetch` puts
-them there). Without them those tests skip, saying what to run; with LVDM_REQUIRE_PRETRAINED=1
-(set it in CI, after the fetch) they fail instead, so a broken fetch cannot pass as a skip.
+(`pretrained_home`, the weights cache fixture, lives in tests/conftest.py: stage tests use it too.)
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +12,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from lvdm.pretrained.cache import I3D_FILE, LPIPS_FILES, weights_home
-
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "pretrained_reference.npz"
-
-
-@pytest.fixture(scope="session")
-def pretrained_home() -> Path:
-    home = weights_home()
-    missing = [name for name in (I3D_FILE, *LPIPS_FILES.values()) if not (home / name).is_file()]
-    if missing:
-        reason = f"pretrained weights {', '.join(missing)} not in {home}: run `lvdm weights fetch`"
-        if os.environ.get("LVDM_REQUIRE_PRETRAINED") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return home
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,9 @@ def _run(workdir: Path, **kwargs):
     return run_pipeline(config, workdir, "demo.yaml", echo=lambda *_: None, **kwargs)
 
 
+@pytest.mark.pretrained  # trains with the real LPIPS-VGG16, as the demo does
 def test_training_killed_after_a_checkpoint_resumes_there_and_the_latent_cache_round_trips(
-    ray_cluster, tmp_path, monkeypatch
+    ray_cluster, pretrained_home, tmp_path, monkeypatch
 ):
     monkeypatch.setenv(FAULT_ENV, "train_autoencoder:3")  # crash after step 3; checkpoint at step 2
     with pytest.raises(PipelineError, match="train_autoencoder"):
@@ -50,6 +51,7 @@ def test_training_killed_after_a_checkpoint_resumes_there_and_the_latent_cache_r
     metrics = client.get_run(run_id).data.metrics
     for name in ("ae/loss", "ae/perceptual", "disc/loss", "heldout_psnr", "clips_per_s", "lr"):
         assert name in metrics, name
+    assert client.get_run(run_id).data.params["autoencoder.loss.lpips"] == "vgg"
     steps = [m.step for m in client.get_metric_history(run_id, "ae/loss")]
     assert sorted(set(steps)) == [1, 2, 3, 4]
     assert client.get_metric_history(run_id, "disc/active")[-1].value == 1.0  # on from disc_start=2
