@@ -10,7 +10,6 @@ manifest and in every sample's JSON, so a consumer normalises with `(z + shift) 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -104,10 +103,16 @@ def run(ctx: StageContext) -> dict:
 
 @ray.remote(num_cpus=1)
 def _encode_shard(src: str, dst: str, ae_path: str, frames: int, stride: int, batch_size: int) -> list[dict]:
-    """Encode one video shard into one latent shard; returns the samples it had to skip."""
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
-    model, meta = load_autoencoder(Path(ae_path))
+    return encode_shard(Path(src), Path(dst), Path(ae_path), frames, stride, batch_size, device)
+
+
+def encode_shard(
+    src: Path, dst: Path, ae_path: Path, frames: int, stride: int, batch_size: int, device: torch.device
+) -> list[dict]:
+    """Encode one video shard into one latent shard; returns the samples it had to skip."""
+    model, meta = load_autoencoder(ae_path)
     model = model.to(device)
     skipped: list[dict] = []
 
@@ -117,18 +122,16 @@ def _encode_shard(src: str, dst: str, ae_path: str, frames: int, stride: int, ba
             try:
                 video = decode_video(fields["mp4"]).frames[::stride]
                 if len(video) < frames:
-                    raise SkipSample(
-                        f"{len(video)} frames at stride {stride}, fewer than one clip ({frames})"
-                    )
+                    raise SkipSample(f"{len(video)} frames at stride {stride}: less than one clip ({frames})")
                 pixels = torch.from_numpy(frames_to_model_range(video)).to(device)
                 latents = encode_sequence(model, pixels, window=frames, batch_size=batch_size)
             except SkipSample as skip:
-                skipped.append({"key": key, "shard": os.path.basename(src), "reason": skip.reason})
+                skipped.append({"key": key, "shard": src.name, "reason": skip.reason})
                 continue
             info |= {"latent_frames": int(latents.shape[1]), "scale": meta["scale"], "shift": meta["shift"]}
             yield {"__key__": key, "npy": latents.cpu().numpy().astype("float16"), "json": info}
 
-    write_shard(Path(dst), samples())
+    write_shard(dst, samples())
     return skipped
 
 
