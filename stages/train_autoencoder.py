@@ -47,6 +47,7 @@ def run(ctx: StageContext) -> dict:
     if not train_shards:
         raise ValueError(f"shard stage at {shard_dir} wrote no train shards; check data.splits and data.root")
     lpips_path = _check_perceptual(ae.loss, ctx.config.weights.home)
+    print(f"[train_autoencoder] {describe_model(ae.model.model_dump(), data.frames, data.resolution)}")
 
     loop_config = {
         "model": ae.model.model_dump(),
@@ -97,6 +98,19 @@ def run(ctx: StageContext) -> dict:
         "parameters": params,
         "latent_shape_per_clip": list(model.latent_shape(data.frames, data.resolution, data.resolution)),
     }
+
+
+def describe_model(model: dict, frames: int, resolution: int) -> str:
+    """Parameter counts and the latent of one clip, printed before training starts."""
+    autoencoder = VideoAutoencoder(_model_config(model))
+    encoder = sum(p.numel() for p in autoencoder.encoder.parameters())
+    decoder = sum(p.numel() for p in autoencoder.decoder.parameters())
+    latent = autoencoder.latent_shape(frames, resolution, resolution)
+    return (
+        f"autoencoder: {encoder / 1e6:.2f}M encoder + {decoder / 1e6:.2f}M decoder parameters; "
+        f"{resolution}x{resolution}x{frames} clip -> latent {latent} "
+        f"({3 * frames * resolution**2 / np.prod(latent):.0f}x fewer numbers)"
+    )
 
 
 def _check_perceptual(loss, weights_home: Path | None) -> str | None:

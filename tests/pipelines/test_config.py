@@ -56,3 +56,11 @@ def test_odd_resolution_and_bad_override_syntax_are_refused():
         load_pipeline(PIPELINES / "demo.yaml", ["data.resolution=33"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_pipeline(PIPELINES / "demo.yaml", ["data.resolution"])
+
+
+def test_paper_pipelines_ship_the_paper_autoencoder():
+    from stages.train_autoencoder import describe_model
+
+    config = load_pipeline(PIPELINES / "ucf101.yaml", ["data.root=/data"])
+    text = describe_model(config.autoencoder.model.model_dump(), config.data.frames, config.data.resolution)
+    assert "7.46M encoder + 11.99M decoder" in text and "latent (4, 4, 32, 32)" in text and "192x" in text
