@@ -27,3 +27,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed process left behind (`.<name>.tmp[-pid]`).
+
+    Only a process that died mid-write leaves one (a live writer renames or removes its own),
+    so a rerun clears them before it starts: nothing half-written stays in the folder.
+    """
+    stale = [p for p in folder.rglob(".*.tmp*") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

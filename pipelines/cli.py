@@ -104,13 +104,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(record: RunRecord) -> None:
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-    print(f"run {record.run_id}  pipeline {record.name}  status {record.status}  started {created}")
+    print(f"run {record.run_id}  pipeline {record.name}  status {record.display_status}  started {created}")
     if record.error:
         print(f"error: {record.error}")
     rows = [("stage", "status", "duration", "output")]
     for name, state in record.stages.items():
+        status = (
+            "interrupted"
+            if state.status == "running" and record.display_status == "interrupted"
+            else state.status
+        )
         duration = f"{state.duration_s:.1f}s" if state.duration_s is not None else "-"
-        rows.append((name, state.status, duration, state.output))
+        rows.append((name, status, duration, state.output))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])

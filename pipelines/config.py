@@ -111,6 +111,7 @@ class AutoencoderTrainSection(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="autocast on GPU; CPU runs fp32")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU)")
     use_gpu: bool = False
+    cpus_per_worker: int = Field(1, ge=1, description="CPU cores (and torch threads) per Ray Train worker")
     loader_workers: int = Field(2, ge=0, description="DataLoader processes per Ray Train worker")
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(10, ge=1)

@@ -8,6 +8,7 @@ run record that is stale (a killed process) cannot make the runner skip unfinish
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,15 @@ class RunRecord:
     error: str | None = None
     mlflow_parent_run_id: str | None = None
     mlflow_tracking_uri: str | None = None
+    pid: int = field(default_factory=os.getpid)  # the `lvdm` process driving the run
     stages: dict[str, StageState] = field(default_factory=dict)
+
+    @property
+    def display_status(self) -> str:
+        """`running` only while the driving process lives; a killed run reads `interrupted`."""
+        if self.status == "running" and not _alive(self.pid):
+            return "interrupted"
+        return self.status
 
     @property
     def folder(self) -> Path:
@@ -62,6 +71,16 @@ class RunRecord:
         raw = json.loads(path.read_text())
         raw["stages"] = {name: StageState(**state) for name, state in raw["stages"].items()}
         return cls(**raw)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_run_id() -> str:

@@ -7,11 +7,13 @@ is a loop over stages in dependency order that skips the complete ones.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
+from data_prep.atomic import remove_stale_temporaries
 from pipelines.config import PipelineConfig, to_yaml
 from pipelines.run_record import RunRecord, StageState, new_run_id
 from stages import tracking
@@ -87,7 +89,7 @@ def run_pipeline(
         if state.status != "done" or read_manifest(Path(state.output)) is None:
             state.status, state.error = "pending", None
         record.stages[stage.name] = state
-    record.status, record.error = "running", None
+    record.status, record.error, record.pid = "running", None, os.getpid()
     record.save()
 
     uri = config.mlflow.tracking_uri or tracking.default_tracking_uri(workdir)
@@ -157,6 +159,8 @@ def _run_stage(
         return manifest
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for path in remove_stale_temporaries(out_dir):
+        echo(f"[{stage.name}] removed {path.name}, left half-written by an earlier, killed run")
     in_progress = read_json_or_none(out_dir / STAGE_STATE) or {}
     stage_tracking = tracking.start_run(
         parent.tracking_uri,

@@ -65,7 +65,11 @@ def run(ctx: StageContext) -> dict:
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=ae.train.num_workers, use_gpu=ae.train.use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=ae.train.num_workers,
+            use_gpu=ae.train.use_gpu,
+            resources_per_worker={"CPU": ae.train.cpus_per_worker} | ({"GPU": 1} if ae.train.use_gpu else {}),
+        ),
         run_config=ray.train.RunConfig(
             name=ctx.run_name,
             storage_path=str(ctx.out_dir / "ray"),
@@ -137,6 +141,7 @@ def _train_loop(cfg: dict) -> None:
     device = ray.train.torch.get_device()
     train = cfg["train"]
     torch.manual_seed(train["seed"] + rank)
+    torch.set_num_threads(train["cpus_per_worker"])  # Ray pins OMP threads to the CPUs it granted
 
     model = ray.train.torch.prepare_model(VideoAutoencoder(_model_config(cfg["model"])))
     discriminator = ray.train.torch.prepare_model(

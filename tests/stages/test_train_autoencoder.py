@@ -23,7 +23,9 @@ STAGES = "stages=[shard, train_autoencoder, cache_latents]"
 
 
 def _run(workdir: Path, **kwargs):
-    config = load_pipeline(PIPELINES / "demo.yaml", TINY_DEMO + TINY_AUTOENCODER + [STAGES])
+    # Two Ray Train workers: DDP over gloo, each rank reading its own shards.
+    overrides = TINY_DEMO + TINY_AUTOENCODER + [STAGES, "autoencoder.train.num_workers=2"]
+    config = load_pipeline(PIPELINES / "demo.yaml", overrides)
     return run_pipeline(config, workdir, "demo.yaml", echo=lambda *_: None, **kwargs)
 
 
