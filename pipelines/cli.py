@@ -79,7 +79,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     record = RunRecord.load(args.workdir.resolve(), args.run_id)
     overrides = [f"ray.address={args.address}"] if args.address else []
     config = load_pipeline(record.folder / "config.yaml", overrides)
-    return _execute(config, args.workdir, record.pipeline, until=None, run_id=record.run_id)
+    return _execute(config, args.workdir, record.pipeline, until=record.until, run_id=record.run_id)
 
 
 def _execute(config, workdir: Path, pipeline: str, until: str | None, run_id: str | None) -> int:

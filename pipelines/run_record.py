@@ -45,6 +45,7 @@ class RunRecord:
     error: str | None = None
     mlflow_parent_run_id: str | None = None
     mlflow_tracking_uri: str | None = None
+    until: str | None = None  # `--until`: a resume stops at the same stage
     pid: int = field(default_factory=os.getpid)  # the `lvdm` process driving the run
     stages: dict[str, StageState] = field(default_factory=dict)
 

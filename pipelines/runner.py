@@ -83,6 +83,7 @@ def run_pipeline(
     stages = plan(config, until)
     keys = stage_keys(stages, config)
     record = _open_record(config, workdir, pipeline_path, run_id)
+    record.until = until
     for stage in stages:
         state = record.stages.get(stage.name) or StageState()
         state.key, state.output = keys[stage.name], str(stage_dir(workdir, stage, keys[stage.name]))
