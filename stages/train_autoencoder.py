@@ -29,7 +29,7 @@ from stages import tracking
 from stages.autoencoder_file import FILENAME, save_autoencoder
 from stages.contract import Stage, StageContext, Tracking
 
-FAULT_ENV = "LVDM_FAULT_INJECT"  # "train_autoencoder:<step>": crash after that step (tests)
+FAULT_ENV = "LVDM_FAULT_INJECT"  # "train_autoencoder:<step>": crash after that step of a fresh start (tests)
 TRAINER_STATE = "trainer.pt"
 
 
@@ -183,7 +183,7 @@ def _train_loop(cfg: dict) -> None:
             logs = trainer.step(batch.to(device), step)
             step += 1
             bar.update(1)
-            if cfg["fault_step"] is not None and step == cfg["fault_step"] and resumed_from < step:
+            if cfg["fault_step"] is not None and step == cfg["fault_step"] and resumed_from == 0:
                 raise RuntimeError(f"injected failure after step {step} ({FAULT_ENV})")
             if log and step % train["log_every"] == 0:
                 clips = (step - window_step) * train["batch_size"] * world  # all workers' clips

@@ -86,3 +86,17 @@ def test_training_killed_after_a_checkpoint_resumes_there_and_the_latent_cache_r
         batches_per_epoch=2,
     )
     assert [tuple(b.shape) for b in loader] == [(3, 4, 2, 8, 8)] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.pretrained
+def test_a_crashed_worker_is_retried_by_ray_train_from_the_last_checkpoint(
+    ray_cluster, pretrained_home, tmp_path, monkeypatch
+):
+    """`autoencoder.train.max_failures`: the same fit restarts its workers, no rerun needed."""
+    monkeypatch.setenv(FAULT_ENV, "train_autoencoder:3")
+    overrides = TINY_DEMO + TINY_AUTOENCODER + ["stages=[shard, train_autoencoder]"]
+    config = load_pipeline(PIPELINES / "demo.yaml", overrides + ["autoencoder.train.max_failures=1"])
+    record = run_pipeline(config, tmp_path, "demo.yaml", echo=lambda *_: None)
+    train = json.loads((Path(record.stages["train_autoencoder"].output) / "manifest.json").read_text())
+    assert record.status == "done" and train["outputs"]["resumed_from_step"] == 2
