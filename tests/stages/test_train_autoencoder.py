@@ -100,3 +100,14 @@ def test_a_crashed_worker_is_retried_by_ray_train_from_the_last_checkpoint(
     record = run_pipeline(config, tmp_path, "demo.yaml", echo=lambda *_: None)
     train = json.loads((Path(record.stages["train_autoencoder"].output) / "manifest.json").read_text())
     assert record.status == "done" and train["outputs"]["resumed_from_step"] == 2
+
+
+def test_missing_lpips_weights_stop_the_stage_before_training_saying_what_to_run(ray_cluster, tmp_path):
+    overrides = TINY_DEMO + TINY_AUTOENCODER + [STAGES, f"weights.home={tmp_path / 'empty'}"]
+    config = load_pipeline(PIPELINES / "demo.yaml", overrides)
+    with pytest.raises(PipelineError) as err:
+        run_pipeline(config, tmp_path / "w", "demo.yaml", echo=lambda *_: None)
+    message = str(err.value)
+    assert "train_autoencoder" in message and "lvdm weights fetch" in message
+    assert "lpips-vgg16.safetensors" in message and str(tmp_path / "empty") in message
+    assert not list((tmp_path / "w" / "stages").glob("train_autoencoder-*/ray"))
