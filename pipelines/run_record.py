@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stages.contract import write_json_atomic
+from data_prep.atomic import write_json_atomic
 
 RUNS = "runs"
 

@@ -7,17 +7,18 @@ is a loop over stages in dependency order that skips the complete ones.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
-from data_prep.atomic import remove_stale_temporaries
+from data_prep.atomic import remove_stale_temporaries, write_json_atomic
 from pipelines.config import PipelineConfig, to_yaml
 from pipelines.run_record import RunRecord, StageState, new_run_id
 from stages import tracking
-from stages.contract import MANIFEST, Stage, StageContext, cache_key, read_manifest, write_json_atomic
+from stages.contract import MANIFEST, Stage, StageContext, cache_key, read_manifest
 from stages.registry import STAGES
 
 STAGE_STATE = "stage.json"  # in-progress marker holding the MLflow run id, for reattaching
@@ -109,7 +110,9 @@ def run_pipeline(
     manifests: dict[str, dict] = {}
     try:
         for stage in stages:
-            manifests[stage.name] = _run_stage(stage, config, keys, manifests, record, parent, echo)
+            manifests[stage.name] = _run_stage(
+                stage, config, keys, manifests, record, parent, experiment_id, echo
+            )
     except BaseException as err:
         record.status = "failed"
         record.error = f"{type(err).__name__}: {err}"
@@ -145,6 +148,7 @@ def _run_stage(
     manifests: Mapping[str, dict],
     record: RunRecord,
     parent: tracking.Tracking,
+    experiment_id: str,
     echo,
 ) -> dict:
     state = record.stages[stage.name]
@@ -165,7 +169,7 @@ def _run_stage(
     in_progress = read_json_or_none(out_dir / STAGE_STATE) or {}
     stage_tracking = tracking.start_run(
         parent.tracking_uri,
-        _experiment_of(parent),
+        experiment_id,
         name=f"{stage.name}-{keys[stage.name]}",
         tags={"lvdm.stage": stage.name, "lvdm.cache_key": keys[stage.name], "lvdm.run_id": record.run_id},
         parent_run_id=parent.run_id,
@@ -221,13 +225,5 @@ def _run_stage(
     return manifest
 
 
-def _experiment_of(run: tracking.Tracking) -> str:
-    from mlflow import MlflowClient
-
-    return MlflowClient(run.tracking_uri).get_run(run.run_id).info.experiment_id
-
-
 def read_json_or_none(path: Path) -> dict | None:
-    import json
-
     return json.loads(path.read_text()) if path.is_file() else None

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep.atomic import write_json_atomic  # noqa: F401 - re-exported for stages
-
 MANIFEST = "manifest.json"
 
 

@@ -8,6 +8,7 @@ redoes only the chunks that have no record.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -128,8 +129,6 @@ def _fault_injection() -> tuple[str, int] | None:
 
 
 def _read_record(out_dir: Path, name: str) -> dict:
-    import json
-
     return json.loads(record_path(out_dir, name).read_text())
 
 
