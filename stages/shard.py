@@ -116,6 +116,8 @@ def _run_chunks(chunks: list[Chunk], out_dir: Path, data, crf: int, fault: tuple
                 ray.get(done[0])
             except ray.exceptions.RayTaskError as err:
                 failures.append((name, str(err.cause) if err.cause else str(err).splitlines()[0]))
+            except ray.exceptions.RayError as err:  # a worker that died (segfault, OOM kill)
+                failures.append((name, f"{type(err).__name__}: {str(err).splitlines()[0]}"))
             bar.update(sizes[name])
     return failures
 
