@@ -177,7 +177,7 @@ def _train_loop(cfg: dict) -> None:
     while step < train["steps"]:
         segment = step // every  # one loader "epoch" per checkpoint interval: resume replays the same data
         batches = min(every - step % every, train["steps"] - step)
-        loader = _loader(cfg, cfg["train_shards"], rank, world, epoch=segment, batches=batches)
+        loader = _loader(cfg, cfg["train_shards"], epoch=segment, batches=batches, rank=rank, world=world)
         window_start, window_step = time.perf_counter(), step
         for batch in loader:
             logs = trainer.step(batch.to(device), step)
@@ -221,41 +221,35 @@ def _perceptual(cfg: dict):
     return load_lpips(loss["lpips"], path=cfg["lpips_path"])
 
 
-def _loader(cfg: dict, shards: list[str], rank: int, world: int, epoch: int, batches: int):
+def _loader(
+    cfg: dict, shards: list[str], *, epoch: int, batches: int, rank: int = 0, world: int = 1, **override
+):
+    """The training clip loader; `override` replaces batch_size, num_workers or seed for one use."""
     from data_prep.loader import video_clip_loader
 
     train = cfg["train"]
+    options = {
+        "batch_size": train["batch_size"],
+        "num_workers": train["loader_workers"],
+        "seed": train["seed"],
+    }
     return video_clip_loader(
         shards,
         frames=cfg["frames"],
         stride=cfg["stride"],
-        batch_size=train["batch_size"],
         batches_per_epoch=batches,
         rank=rank,
         world_size=world,
-        num_workers=train["loader_workers"],
-        seed=train["seed"],
         epoch=epoch,
+        **(options | override),
     )
 
 
 def _heldout_batch(cfg: dict, device: torch.device) -> torch.Tensor:
     """A fixed batch of held-out clips (the test split), the same at every preview."""
+    batch_size = cfg["train"]["heldout_clips"]
     loader = _loader(
-        {
-            **cfg,
-            "train": {
-                **cfg["train"],
-                "batch_size": cfg["train"]["heldout_clips"],
-                "loader_workers": 0,
-                "seed": 12345,
-            },
-        },
-        cfg["heldout_shards"],
-        0,
-        1,
-        epoch=0,
-        batches=1,
+        cfg, cfg["heldout_shards"], epoch=0, batches=1, batch_size=batch_size, num_workers=0, seed=12345
     )
     return next(iter(loader)).to(device)
 
@@ -310,14 +304,7 @@ def _normalisation(model: VideoAutoencoder, cfg: dict, device: torch.device) -> 
     """scale = 1/std, shift = -mean of posterior means over training clips (not hard-coded)."""
     batch_size = cfg["train"]["batch_size"]
     batches = max(1, cfg["train"]["normalisation_clips"] // batch_size)
-    loader = _loader(
-        {**cfg, "train": {**cfg["train"], "loader_workers": 0, "seed": 777}},
-        cfg["train_shards"],
-        0,
-        1,
-        epoch=0,
-        batches=batches,
-    )
+    loader = _loader(cfg, cfg["train_shards"], epoch=0, batches=batches, num_workers=0, seed=777)
     model.eval()
     latents = [model.encode(batch.to(device)).mode().float().cpu() for batch in loader]
     return latent_normalisation(torch.cat(latents))
