@@ -60,7 +60,7 @@ def main() -> None:
 
         started = time.perf_counter()
         for src, dst in zip(shards, latent_shards, strict=True):
-            encode_shard(src, dst, folder / "ae.pt", FRAMES, 1, 8, torch.device("cpu"))
+            encode_shard("train", src, dst, folder / "ae.pt", FRAMES, 1, 8, torch.device("cpu"))
         seconds = time.perf_counter() - started
         windows = args.videos * (VIDEO_FRAMES // FRAMES)
         print(

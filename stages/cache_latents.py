@@ -2,7 +2,8 @@
 
 After this, a diffusion step reads a few KB of fp16 latents instead of decoding and encoding
 video (LVDM §3.1: the autoencoder is what makes the diffusion model cheap). One Ray task per
-video shard; each writes its latent shard atomically, so a rerun redoes only missing shards.
+video shard; each writes its latent shard atomically and then a record of it, so a rerun redoes
+only the shards without a record.
 Latents are stored raw (posterior means); the data-derived scale and shift travel in the
 manifest and in every sample's JSON, so a consumer normalises with `(z + shift) * scale`.
 """
@@ -18,6 +19,8 @@ import ray
 import torch
 from tqdm import tqdm
 
+from data_prep.atomic import write_json_atomic
+from data_prep.chunks import is_complete, record_path
 from data_prep.clip_sampling import frames_to_model_range
 from data_prep.decode import decode_video
 from data_prep.index import write_index
@@ -51,13 +54,14 @@ def run(ctx: StageContext) -> dict:
         for split, names in shard_manifest["outputs"]["shards"].items()
         for name in names
     ]
-    pending = [job for job in jobs if not job[2].exists()]
+    pending = [job for job in jobs if not is_complete(ctx.out_dir, job[2].stem)]
     print(f"[cache_latents] {len(jobs)} shards, {len(pending)} to encode")
 
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
     encode = _encode_shard.options(num_gpus=1 if settings.use_gpu else 0)
     refs = [
         encode.remote(
+            split,
             str(src),
             str(dst),
             str(ae_path),
@@ -65,24 +69,27 @@ def run(ctx: StageContext) -> dict:
             ctx.config.data.stride,
             settings.batch_size,
         )
-        for _, src, dst in pending
+        for split, src, dst in pending
     ]
-    skipped: list[dict] = []
     started = time.perf_counter()
     with tqdm(total=len(refs), desc="cache_latents", unit="shard") as bar:
         remaining = list(refs)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
-            skipped += ray.get(done[0])
+            ray.get(done[0])
             bar.update(1)
 
     seconds = time.perf_counter() - started
-    rows = [row for split, _, dst in jobs if dst.exists() for row in _rows(dst, split)]
+    # The per-shard records (written by each task after its tar) hold the index rows and skips,
+    # so a resumed stage reports the work of earlier attempts without rereading any shard.
+    records = [json.loads(record_path(ctx.out_dir, dst.stem).read_text()) for _, _, dst in jobs]
+    rows = [row for record in records for row in record["rows"]]
+    skipped = [skip for record in records for skip in record["skipped"]]
     encoded = {dst.name for _, _, dst in pending}
     rate = sum(r["shard"] in encoded for r in rows) / seconds if pending else 0.0
     write_index(rows, ctx.out_dir / "index.parquet", LATENT_INDEX_SCHEMA)
     shards = {
-        split: sorted(dst.name for s, _, dst in jobs if s == split and dst.exists())
+        split: sorted(r["shard"] for r in records if r["split"] == split and r["shard"])
         for split in shard_manifest["outputs"]["shards"]
     }
     meta = ae_manifest["outputs"]
@@ -102,19 +109,33 @@ def run(ctx: StageContext) -> dict:
 
 
 @ray.remote(num_cpus=1)
-def _encode_shard(src: str, dst: str, ae_path: str, frames: int, stride: int, batch_size: int) -> list[dict]:
+def _encode_shard(
+    split: str, src: str, dst: str, ae_path: str, frames: int, stride: int, batch_size: int
+) -> dict:
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
-    return encode_shard(Path(src), Path(dst), Path(ae_path), frames, stride, batch_size, device)
+    return encode_shard(split, Path(src), Path(dst), Path(ae_path), frames, stride, batch_size, device)
 
 
 def encode_shard(
-    src: Path, dst: Path, ae_path: Path, frames: int, stride: int, batch_size: int, device: torch.device
-) -> list[dict]:
-    """Encode one video shard into one latent shard; returns the samples it had to skip."""
+    split: str,
+    src: Path,
+    dst: Path,
+    ae_path: Path,
+    frames: int,
+    stride: int,
+    batch_size: int,
+    device: torch.device,
+) -> dict:
+    """Encode one video shard into one latent shard, then write its record (rows + skips).
+
+    As in the shard stage, the record is written after the tar is whole, and a shard counts as
+    done exactly when its record exists.
+    """
     model, meta = load_autoencoder(ae_path)
     model = model.to(device)
     skipped: list[dict] = []
+    rows: list[dict] = []
 
     def samples():
         for key, fields in read_shard(src):
@@ -129,27 +150,27 @@ def encode_shard(
                 skipped.append({"key": key, "shard": src.name, "reason": skip.reason})
                 continue
             info |= {"latent_frames": int(latents.shape[1]), "scale": meta["scale"], "shift": meta["shift"]}
+            rows.append(_index_row(key, split, dst.name, info))
             yield {"__key__": key, "npy": latents.cpu().numpy().astype("float16"), "json": info}
 
-    write_shard(dst, samples())
-    return skipped
+    written = write_shard(dst, samples())
+    if written == 0 and dst.exists():
+        dst.unlink()  # an empty shard would only trip up the latent loader
+    record = {"chunk": dst.stem, "split": split, "shard": dst.name if written else None}
+    record |= {"rows": rows, "skipped": skipped}
+    write_json_atomic(record_path(dst.parent, dst.stem), record)
+    return record
 
 
-def _rows(shard: Path, split: str) -> list[dict]:
-    rows = []
-    for key, fields in read_shard(shard):
-        info = json.loads(fields["json"])
-        rows.append(
-            {
-                "key": key,
-                "split": split,
-                "shard": shard.name,
-                "latent_frames": info["latent_frames"],
-                "label": info.get("label"),
-                "caption": info.get("caption"),
-            }
-        )
-    return rows
+def _index_row(key: str, split: str, shard: str, info: dict) -> dict:
+    return {
+        "key": key,
+        "split": split,
+        "shard": shard,
+        "latent_frames": info["latent_frames"],
+        "label": info.get("label"),
+        "caption": info.get("caption"),
+    }
 
 
 STAGE = Stage(

@@ -64,6 +64,11 @@ def test_training_killed_after_a_checkpoint_resumes_there_and_the_latent_cache_r
     cache = json.loads((Path(record.stages["cache_latents"].output) / "manifest.json").read_text())
     cache_dir = Path(record.stages["cache_latents"].output)
     shard_dir = Path(record.stages["shard"].output)
+    every_shard = [n for names in cache["outputs"]["shards"].values() for n in names]
+    assert sorted(p.stem for p in (cache_dir / "chunks").glob("*.json")) == sorted(
+        Path(n).stem for n in every_shard
+    )
+    assert cache["outputs"]["counts"]["latents"] == 8 and cache["outputs"]["skipped"] == []
     model, meta = load_autoencoder(train_dir / "autoencoder.pt")
     assert cache["outputs"]["scale"] == meta["scale"]
     name = cache["outputs"]["shards"]["test"][0]
