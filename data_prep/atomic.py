@@ -1,4 +1,4 @@
-"""Atomic file writes: write a temporary sibling, fsync, rename.
+"""Atomic file writes: write a temporary sibling, fsync, rename; and one writer per folder.
 
 Readers (and a rerun after a crash) see either the old file or the whole new one, never a
 truncated file that looks complete. Used for manifests, chunk records and indexes.
@@ -6,10 +6,17 @@ truncated file that looks complete. Used for manifests, chunk records and indexe
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+LOCK_FILE = ".writer.lock"
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -29,11 +36,53 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
 
 
+class FolderLockedError(RuntimeError):
+    """Another live process holds a folder's writer lock; the message names it."""
+
+
+@contextmanager
+def exclusive_folder(folder: Path, owner: dict[str, Any]) -> Iterator[None]:
+    """Hold `folder`'s writer lock for the block, or raise FolderLockedError naming its holder.
+
+    Two runs writing one stage folder would each take the other's live temporaries for a killed
+    run's leftovers and delete them. `flock` on a file inside the folder is released by the
+    kernel when the holder exits, however it dies, so a lock is never stale; it also works on NFS
+    (Linux maps it to an NFS lock). `owner` (pid, host, run id) is written into the lock file for
+    the error the next process gets.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "{} (it is starting)"
+            raise FolderLockedError(
+                f"{folder} is being written by another run: {holder}. Wait for it to finish (or stop "
+                f"that process); the lock in {path} is released the moment it exits"
+            ) from None
+        record = json.dumps({**owner, "pid": os.getpid(), "host": socket.gethostname()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record.encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files a killed process left behind (`.<name>.tmp[-pid]`).
 
     Only a process that died mid-write leaves one (a live writer renames or removes its own),
-    so a rerun clears them before it starts: nothing half-written stays in the folder.
+    so a rerun clears them before it starts: nothing half-written stays in the folder. Call it
+    only while holding the folder's `exclusive_folder` lock: a live writer's temporaries look
+    the same.
     """
     stale = [p for p in folder.rglob(".*.tmp*") if p.is_file()] if folder.is_dir() else []
     for path in stale:

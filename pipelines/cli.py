@@ -7,12 +7,13 @@ the DAG logic in `pipelines.runner`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from pipelines.config import ConfigError, load_pipeline
-from pipelines.run_record import RunRecord, latest_run
+from pipelines.run_record import RunRecord, latest_run, list_runs
 
 DEFAULT_PIPELINE = Path(__file__).with_name("demo.yaml")
 DEFAULT_WORKDIR = Path("lvdm-work")
@@ -85,12 +86,28 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _execute(config, workdir: Path, pipeline: str, until: str | None, run_id: str | None) -> int:
     from pipelines.runner import run_pipeline
 
+    before = set(list_runs(workdir.resolve()))
     try:
         record = run_pipeline(config, workdir, pipeline, until=until, run_id=run_id)
-    finally:
-        _print_status(_latest_or(workdir, run_id))
+    except BaseException:
+        # Show this invocation's run, if it got as far as recording one; never the workdir's
+        # latest, which may be another run's (or, on a fresh workdir, a "no runs" error that
+        # would hide the real one).
+        mine = run_id or _run_started_here(workdir.resolve(), before)
+        if mine is not None:
+            _print_status(RunRecord.load(workdir.resolve(), mine))
+        raise
+    _print_status(record)
     print(f"run {record.run_id}: {record.status}  (lvdm status {record.run_id} --workdir {workdir})")
     return 0
+
+
+def _run_started_here(workdir: Path, before: set[str]) -> str | None:
+    """The run this process recorded since `before` (another process may record runs meanwhile)."""
+    for run_id in sorted(set(list_runs(workdir)) - before):
+        if RunRecord.load(workdir, run_id).pid == os.getpid():
+            return run_id
+    return None
 
 
 def _latest_or(workdir: Path, run_id: str | None) -> RunRecord:
@@ -125,12 +142,25 @@ def _cmd_weights_fetch(args: argparse.Namespace) -> int:
     from lvdm.pretrained import ConversionError, FetchError, UnsafePickleError, fetch_weights
 
     try:
-        paths = fetch_weights(source=args.source, home=args.home)
+        report = fetch_weights(source=args.source, home=args.home)
     except (FetchError, UnsafePickleError, ConversionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"weights cache ready: {', '.join(str(p) for p in paths)}")
-    return 0
+    if report.ready:
+        print(f"ready in {report.home}: {', '.join(p.name for p in report.ready)}")
+    if report.complete:
+        print("weights cache complete")
+        return 0
+    # `--from ONE_ARCHIVE` converts that archive's files only: say exactly which are still missing.
+    for file, archive in report.missing:
+        print(f"error: missing {file} (from {archive.filename})", file=sys.stderr)
+    archives = sorted({archive.filename for _, archive in report.missing})
+    print(
+        f"error: weights cache incomplete; run `lvdm weights fetch --from FILE` with {', '.join(archives)}, "
+        "or `lvdm weights fetch` to download",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ import json
 import os
 import time
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from data_prep.atomic import remove_stale_temporaries, write_json_atomic
+from data_prep.atomic import FolderLockedError, exclusive_folder, remove_stale_temporaries, write_json_atomic
 from pipelines.config import PipelineConfig, to_yaml
 from pipelines.run_record import RunRecord, StageState, new_run_id
 from stages import tracking
@@ -95,14 +97,22 @@ def run_pipeline(
     record.save()
 
     uri = config.mlflow.tracking_uri or tracking.default_tracking_uri(workdir)
-    experiment_id = tracking.ensure_experiment(uri, config.mlflow.experiment or config.name, workdir)
-    parent = tracking.start_run(
-        uri,
-        experiment_id,
-        name=f"{config.name}-{record.run_id}",
-        tags={"lvdm.pipeline": config.name, "lvdm.run_id": record.run_id},
-        reattach_run_id=record.mlflow_parent_run_id,
-    )
+    try:
+        _check_tracking_server(uri)
+        experiment_id = tracking.ensure_experiment(uri, config.mlflow.experiment or config.name, workdir)
+        parent = tracking.start_run(
+            uri,
+            experiment_id,
+            name=f"{config.name}-{record.run_id}",
+            tags={"lvdm.pipeline": config.name, "lvdm.run_id": record.run_id},
+            reattach_run_id=record.mlflow_parent_run_id,
+        )
+    except Exception as err:
+        record.status, record.error = "failed", str(err)
+        record.save()
+        if isinstance(err, PipelineError):
+            raise
+        raise PipelineError(f"mlflow.tracking_uri {uri}: {type(err).__name__}: {err}") from err
     record.mlflow_parent_run_id, record.mlflow_tracking_uri = parent.run_id, uri
     record.save()
     tracking.log_artifact(parent, record.folder / "config.yaml")
@@ -123,6 +133,27 @@ def run_pipeline(
     record.save()
     tracking.end_run(parent, "FINISHED")
     return record
+
+
+def _check_tracking_server(uri: str) -> None:
+    """Fail in seconds, naming the URI, when an MLflow server does not answer.
+
+    MlflowClient retries a refused connection with backoff for minutes and then raises a
+    traceback about urllib3; any HTTP answer (even 404 from a proxy) counts as reachable.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as err:
+        raise PipelineError(
+            f"mlflow.tracking_uri {uri}: no MLflow server answers there "
+            f"({getattr(err, 'reason', err)}). Start it (`mlflow server --host 127.0.0.1 --port PORT ...`) "
+            "or fix mlflow.tracking_uri (`--set mlflow.tracking_uri=...`; leave it unset for the "
+            "embedded store in the workdir)"
+        ) from None
 
 
 def _open_record(config: PipelineConfig, workdir: Path, pipeline_path: str, run_id: str | None) -> RunRecord:
@@ -163,7 +194,38 @@ def _run_stage(
         echo(f"[{stage.name}] cached: {out_dir}")
         return manifest
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # One writer per stage folder, for the stage's whole run: a second run on this workdir
+    # must not take this run's live temporaries for a killed run's leftovers.
+    owner = {"run_id": record.run_id, "stage": stage.name}
+    try:
+        with exclusive_folder(out_dir, owner):
+            return _run_locked_stage(
+                stage, config, keys, manifests, record, parent, experiment_id, echo, out_dir
+            )
+    except FolderLockedError as err:
+        state.status, state.error = "failed", str(err)
+        record.save()
+        raise PipelineError(f"stage {stage.name!r}: {err}") from None
+
+
+def _run_locked_stage(
+    stage: Stage,
+    config: PipelineConfig,
+    keys: Mapping[str, str],
+    manifests: Mapping[str, dict],
+    record: RunRecord,
+    parent: tracking.Tracking,
+    experiment_id: str,
+    echo,
+    out_dir: Path,
+) -> dict:
+    state = record.stages[stage.name]
+    finished = read_manifest(out_dir)  # by a run that held the lock just before this one
+    if finished is not None:
+        state.status, state.mlflow_run_id = "cached", finished.get("mlflow_run_id")
+        record.save()
+        echo(f"[{stage.name}] cached: {out_dir}")
+        return finished
     for path in remove_stale_temporaries(out_dir):
         echo(f"[{stage.name}] removed {path.name}, left half-written by an earlier, killed run")
     in_progress = read_json_or_none(out_dir / STAGE_STATE) or {}

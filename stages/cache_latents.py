@@ -72,12 +72,28 @@ def run(ctx: StageContext) -> dict:
         for split, src, dst in pending
     ]
     started = time.perf_counter()
+    # Wait for every task before failing: stopping at the first failure would leave the others
+    # writing into out_dir behind the error, and name only one of the bad shards (as `shard`
+    # does, report them all; a rerun redoes only the shards without a record).
+    names = {ref: src.name for ref, (_, src, _) in zip(refs, pending, strict=True)}
+    failures: list[str] = []
     with tqdm(total=len(refs), desc="cache_latents", unit="shard") as bar:
         remaining = list(refs)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
-            ray.get(done[0])
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayTaskError as err:
+                cause = str(err.cause) if err.cause else str(err).splitlines()[0]
+                failures.append(f"{names[done[0]]} ({type(err.cause).__name__}: {cause})")
+            except ray.exceptions.RayError as err:  # a worker that died (segfault, OOM kill)
+                failures.append(f"{names[done[0]]} ({type(err).__name__}: {str(err).splitlines()[0]})")
             bar.update(1)
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(jobs)} video shards failed to encode: {', '.join(failures)}; "
+            "rerun to redo only these"
+        )
 
     seconds = time.perf_counter() - started
     # The per-shard records (written by each task after its tar) hold the index rows and skips,

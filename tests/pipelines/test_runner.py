@@ -1,6 +1,8 @@
 """The stage contract end to end on the shard stage: cache, rerun, failure, resume, MLflow."""
 
 import json
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -8,10 +10,11 @@ from mlflow import MlflowClient
 
 from data_prep.index import read_index
 from pipelines.config import load_pipeline
-from pipelines.run_record import RunRecord
-from pipelines.runner import PipelineError, plan, run_pipeline
+from pipelines.run_record import RunRecord, list_runs
+from pipelines.runner import PipelineError, plan, run_pipeline, stage_dir, stage_keys
 from stages.shard import FAULT_ENV
 from tests.conftest import PIPELINES, TINY_DEMO
+from tests.data_prep.test_atomic import hold_lock
 
 
 def _config(*extra: str):
@@ -101,3 +104,34 @@ def test_until_and_unknown_stages():
         plan(config, until="evaluate")
     with pytest.raises(PipelineError, match="unknown stage"):
         plan(_config("stages=[shard, bogus]"))
+
+
+def test_unreachable_mlflow_server_fails_fast_naming_the_uri_and_records_the_run_failed(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=rf"mlflow.tracking_uri {uri}: no MLflow server answers") as info:
+        _run(_config(f"mlflow.tracking_uri={uri}"), tmp_path)
+    assert time.monotonic() - started < 30, "MLflow's own retries run for minutes"
+    assert "mlflow server" in str(info.value) and "--set mlflow.tracking_uri" in str(info.value)
+    [run_id] = list_runs(tmp_path.resolve())
+    record = RunRecord.load(tmp_path.resolve(), run_id)
+    assert record.status == "failed" and uri in record.error
+
+
+def test_stage_locked_by_another_process_fails_naming_the_folder_and_its_holder(tmp_path):
+    config = _config()
+    stages = plan(config)
+    out = stage_dir(tmp_path.resolve(), stages[0], stage_keys(stages, config)["shard"])
+    holder = hold_lock(out)  # another run, in another process, writing the same stage
+    try:
+        with pytest.raises(PipelineError, match=r"stage 'shard': .* is being written by another run") as info:
+            _run(config, tmp_path)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert str(out) in str(info.value) and "run-A" in str(info.value) and str(holder.pid) in str(info.value)
+    [run_id] = list_runs(tmp_path.resolve())
+    record = RunRecord.load(tmp_path.resolve(), run_id)
+    assert record.status == "failed" and record.stages["shard"].status == "failed"
