@@ -99,14 +99,18 @@ class VideoClipSampler:
 
 @dataclass(frozen=True)
 class LatentWindowSampler:
-    """A random window of `frames` latent frames from a stored `(c l h w)` sequence -> float32."""
+    """A random window of `frames` latent frames, every `stride`-th, from a stored `(c l h w)`
+    sequence -> float32. A stride > 1 is how the prediction model of long videos sees keys
+    that lie far apart (LVDM §3.3; official: every 4th latent)."""
 
     frames: int
+    stride: int = 1
 
     def reject_reason(self, sample: StoredSample) -> str | None:
         length = int(_field(sample, "latent_frames"))
-        if length < self.frames:
-            return f"{length} latent frames, a window needs {self.frames}"
+        span = clip_span(self.frames, self.stride)
+        if length < span:
+            return f"{length} latent frames, a window of {self.frames} at stride {self.stride} needs {span}"
         return None
 
     def __call__(self, sample: StoredSample, rng: np.random.Generator) -> np.ndarray:
@@ -116,8 +120,9 @@ class LatentWindowSampler:
                 f"{sample.shard}: {sample.key}.npy has shape {sequence.shape}; "
                 "a latent sequence is (c, l, h, w)"
             )
-        start = random_window_start(sequence.shape[1], self.frames, rng)
-        return sequence[:, start : start + self.frames].astype(np.float32)
+        span = clip_span(self.frames, self.stride)
+        start = random_window_start(sequence.shape[1], span, rng)
+        return sequence[:, start : start + span : self.stride].astype(np.float32)
 
 
 class ShardStream(IterableDataset):
@@ -262,6 +267,7 @@ def latent_window_loader(
     frames: int,
     batch_size: int,
     batches_per_epoch: int,
+    stride: int = 1,
     rank: int = 0,
     world_size: int = 1,
     num_workers: int = 0,
@@ -272,7 +278,7 @@ def latent_window_loader(
     """Batches of random latent windows `(b c frames h w)`, float32, from latent shards."""
     stream = ShardStream(
         shards,
-        LatentWindowSampler(frames=frames),
+        LatentWindowSampler(frames=frames, stride=stride),
         batch_size=batch_size,
         batches_per_epoch=batches_per_epoch,
         rank=rank,

@@ -103,23 +103,31 @@ class AutoencoderLossSection(Section):
     disc_weight: float = Field(0.5, ge=0)
 
 
-class AutoencoderTrainSection(Section):
+class TrainSection(Section):
+    """What every Ray Train stage shares: the step budget, the optimiser, the workers."""
+
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(1, ge=1, description="clips per worker per step")
-    lr: float = Field(3.6e-5, gt=0)
+    lr: float = Field(1e-4, gt=0)
     grad_clip: float | None = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="autocast on GPU; CPU runs fp32")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast: auto = bf16 where the GPU or CPU computes it natively, else fp32"
+    )
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU)")
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1, description="CPU cores (and torch threads) per Ray Train worker")
     loader_workers: int = Field(2, ge=0, description="DataLoader processes per Ray Train worker")
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(10, ge=1)
-    preview_every: int = Field(500, ge=1, description="held-out PSNR + original|reconstruction mp4")
-    heldout_clips: int = Field(4, ge=1)
-    normalisation_clips: int = Field(32, ge=1, description="clips encoded to compute the latent scale/shift")
+    preview_every: int = Field(500, ge=1, description="held-out preview mp4 + metrics every N steps")
+    heldout_clips: int = Field(4, ge=1, description="held-out clips in each preview")
     max_failures: int = Field(2, ge=0, description="Ray Train retries from the last checkpoint")
     seed: int = 0
+
+
+class AutoencoderTrainSection(TrainSection):
+    lr: float = Field(3.6e-5, gt=0)
+    normalisation_clips: int = Field(32, ge=1, description="clips encoded to compute the latent scale/shift")
 
 
 class AutoencoderSection(Section):
@@ -128,8 +136,125 @@ class AutoencoderSection(Section):
     train: AutoencoderTrainSection = Field(default_factory=AutoencoderTrainSection)
 
 
+class UNetSection(Section):
+    """`lvdm.unet.UNet3D`'s keyword arguments, one for one: `UNet3D(**section)` builds the
+    unconditional network. Defaults are the official short-video network (548,904,580
+    parameters). The prediction and interpolation networks are derived from it: one more
+    input channel (the mask), the noise-level embedding and `temporal_length` = their clip
+    length in latent frames."""
+
+    in_channels: int = Field(4, ge=1, description="latent channels (the autoencoder's latent_channels)")
+    out_channels: int = Field(4, ge=1)
+    model_channels: int = Field(256, ge=1)
+    channel_mult: tuple[int, ...] = Field((1, 2, 3, 4), min_length=1)
+    num_res_blocks: int = Field(3, ge=1)
+    attention_resolutions: tuple[int, ...] = Field(
+        (2, 4, 8), description="downsampling factors whose level gets space-time attention"
+    )
+    num_heads: int = Field(4, ge=1)
+    temporal_length: int = Field(4, ge=1, description="relative-position table radius, latent frames")
+    norm_groups: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    use_checkpoint: bool = Field(False, description="gradient checkpointing: less memory, ~30% slower")
+    max_noise_level: int = Field(0, ge=0, description="0 for the unconditional network")
+    context_dim: int | None = Field(
+        None, ge=1, description="cross-attention width (text-to-video); None = off"
+    )
+    transformer_depth: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> UNetSection:
+        for mult in self.channel_mult:
+            channels = self.model_channels * mult
+            if channels % self.norm_groups:
+                raise ValueError(
+                    f"model_channels * channel_mult = {channels} is not divisible by norm_groups="
+                    f"{self.norm_groups}; pick norm_groups dividing every level's width"
+                )
+            if channels % self.num_heads:
+                raise ValueError(
+                    f"model_channels * channel_mult = {channels} is not divisible by "
+                    f"num_heads={self.num_heads}"
+                )
+        return self
+
+
+class ScheduleSection(Section):
+    """The official "linear" schedule: betas = linspace(sqrt(start), sqrt(end), T)^2."""
+
+    timesteps: int = Field(1000, ge=2)
+    linear_start: float = Field(0.0015, gt=0, lt=1)
+    linear_end: float = Field(0.0155, gt=0, lt=1)
+
+
+class DiffusionSection(Section):
+    unet: UNetSection = Field(default_factory=UNetSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    loss_type: Literal["l1", "l2"] = Field("l1", description="l1: official release; l2: the paper's L_simple")
+
+
+class DiffusionTrainSection(TrainSection):
+    lr: float = Field(6e-5, gt=0, description="official unconditional lr")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW's default, as the official release")
+    ema_decay: float = Field(0.9999, ge=0, lt=1, description="sampling always uses the EMA weights")
+
+
+class ConditionalTrainSection(DiffusionTrainSection):
+    lr: float = Field(8e-5, gt=0, description="official prediction/interpolation lr")
+
+
+class TrainUncondSection(Section):
+    """The unconditional base model (LVDM §3.2) on random windows of latent frames."""
+
+    frames: int = Field(4, ge=1, description="latent frames per training window (official: 4 = 16 frames)")
+    train: DiffusionTrainSection = Field(default_factory=DiffusionTrainSection)
+
+
+class TrainPredSection(Section):
+    """The prediction model (§3.3): first `cond_frames` latents given with probability `p_cond`,
+    on latent windows subsampled by `latent_stride` so that its keys are far apart."""
+
+    frames: int = Field(4, ge=2)
+    latent_stride: int = Field(4, ge=1, description="official: every 4th latent (64 raw frames per window)")
+    cond_frames: int = Field(1, ge=1)
+    p_cond: float = Field(0.5, ge=0, le=1)
+    max_noise_level: int = Field(250, ge=0, description="conditional latent perturbation s_max")
+    eval_clips: int = Field(8, ge=1, description="held-out clips for the does-it-predict check")
+    train: ConditionalTrainSection = Field(default_factory=ConditionalTrainSection)
+
+    @model_validator(mode="after")
+    def _conditions_fewer_than_frames(self) -> TrainPredSection:
+        if self.cond_frames >= self.frames:
+            raise ValueError(f"cond_frames={self.cond_frames} must be below frames={self.frames}")
+        return self
+
+
+class TrainInterpSection(Section):
+    """The interpolation model (§3.3): first and last latent given with probability `p_cond`;
+    `frames` = the prediction model's latent_stride + 1 fills exactly between its keys."""
+
+    frames: int = Field(5, ge=3)
+    p_cond: float = Field(0.9, ge=0, le=1)
+    max_noise_level: int = Field(250, ge=0)
+    train: ConditionalTrainSection = Field(default_factory=ConditionalTrainSection)
+
+
+class SamplingSection(Section):
+    """How samples are drawn (previews, long videos). Not part of any training cache key:
+    changing it never retrains a model."""
+
+    sampler: Literal["ddim", "ddpm", "dpmpp"] = "ddim"
+    steps: int = Field(50, ge=1, description="official: DDIM 50 steps")
+    eta: float = Field(1.0, ge=0, description="DDIM eta; official 1.0")
+    noise_level: int = Field(
+        100, ge=0, description="conditional latent perturbation s at sampling; official 100"
+    )
+    guidance_weight: float = Field(0.1, ge=0, description="unconditional guidance w; official 0.1")
+
+
 class CacheLatentsSection(Section):
     batch_size: int = Field(4, ge=1, description="clip windows encoded per forward pass")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="encoder autocast, as training")
     use_gpu: bool = Field(False, description="one GPU per encoding task")
 
 
@@ -154,6 +279,11 @@ class PipelineConfig(Section):
     shard: ShardConfig = Field(default_factory=ShardConfig)
     autoencoder: AutoencoderSection = Field(default_factory=AutoencoderSection)
     cache_latents: CacheLatentsSection = Field(default_factory=CacheLatentsSection)
+    diffusion: DiffusionSection = Field(default_factory=DiffusionSection)
+    train_uncond: TrainUncondSection = Field(default_factory=TrainUncondSection)
+    train_pred: TrainPredSection = Field(default_factory=TrainPredSection)
+    train_interp: TrainInterpSection = Field(default_factory=TrainInterpSection)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)

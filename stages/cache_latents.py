@@ -27,6 +27,7 @@ from data_prep.index import write_index
 from data_prep.shard_writer import read_shard, write_shard
 from data_prep.skip import SkipSample
 from lvdm.latent_sequence import encode_sequence
+from lvdm.precision import autocast, autocast_dtype
 from stages import tracking
 from stages.autoencoder_file import load_autoencoder
 from stages.contract import Stage, StageContext
@@ -68,6 +69,7 @@ def run(ctx: StageContext) -> dict:
             ctx.config.data.frames,
             ctx.config.data.stride,
             settings.batch_size,
+            settings.precision,
         )
         for split, src, dst in pending
     ]
@@ -126,11 +128,12 @@ def run(ctx: StageContext) -> dict:
 
 @ray.remote(num_cpus=1)
 def _encode_shard(
-    split: str, src: str, dst: str, ae_path: str, frames: int, stride: int, batch_size: int
+    split: str, src: str, dst: str, ae_path: str, frames: int, stride: int, batch_size: int, precision: str
 ) -> dict:
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
-    return encode_shard(split, Path(src), Path(dst), Path(ae_path), frames, stride, batch_size, device)
+    dtype = autocast_dtype(precision, device)
+    return encode_shard(split, Path(src), Path(dst), Path(ae_path), frames, stride, batch_size, device, dtype)
 
 
 def encode_shard(
@@ -142,6 +145,7 @@ def encode_shard(
     stride: int,
     batch_size: int,
     device: torch.device,
+    dtype: torch.dtype | None = None,
 ) -> dict:
     """Encode one video shard into one latent shard, then write its record (rows + skips).
 
@@ -161,7 +165,8 @@ def encode_shard(
                 if len(video) < frames:
                     raise SkipSample(f"{len(video)} frames at stride {stride}: less than one clip ({frames})")
                 pixels = torch.from_numpy(frames_to_model_range(video)).to(device)
-                latents = encode_sequence(model, pixels, window=frames, batch_size=batch_size)
+                with autocast(device, dtype):  # bf16 where native (`cache_latents.precision: auto`)
+                    latents = encode_sequence(model, pixels, window=frames, batch_size=batch_size).float()
             except SkipSample as skip:
                 skipped.append({"key": key, "shard": src.name, "reason": skip.reason})
                 continue

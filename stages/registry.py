@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from stages import cache_latents, shard, train_autoencoder
+from stages import cache_latents, shard, train_autoencoder, train_interp, train_pred, train_uncond
 from stages.contract import Stage
 
 STAGES: dict[str, Stage] = {
-    stage.name: stage for stage in (shard.STAGE, train_autoencoder.STAGE, cache_latents.STAGE)
+    stage.name: stage
+    for stage in (
+        shard.STAGE,
+        train_autoencoder.STAGE,
+        cache_latents.STAGE,
+        train_uncond.STAGE,
+        train_pred.STAGE,
+        train_interp.STAGE,
+    )
 }

@@ -1,18 +1,13 @@
 """Stage `train_autoencoder`: the 3D video autoencoder (LVDM §3.1) on Ray Train.
 
-Shaped like Ray's own Train examples: a per-worker loop (`_train_loop`) that builds the
-model, prepares it for DDP, reads its own shards and reports checkpoints; the driver side
-(`run`) only builds the `TorchTrainer`. Resuming is Ray Train V2's: a new trainer with the
-same `RunConfig(storage_path, name)` hands the newest checkpoint to `get_checkpoint()`, so
-the run name is the stage's deterministic `<stage>-<cache key>`, never a timestamp.
+What is autoencoder-specific lives here: the model, discriminator and loss, the clip loader,
+held-out PSNR previews and the data-derived latent normalisation computed at the end. The Ray
+Train plumbing (run name, checkpoints, resume, fault injection, logging) is
+`stages.ray_training`, shared with the diffusion stages.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -20,25 +15,19 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from data_prep.encode import write_mp4
 from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder, latent_normalisation
 from lvdm.autoencoder_training import AutoencoderTrainer, psnr
 from lvdm.discriminator import build_discriminator
 from lvdm.losses.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
-from stages import tracking
+from stages import ray_training, tracking
 from stages.autoencoder_file import FILENAME, save_autoencoder
-from stages.contract import Stage, StageContext, Tracking
+from stages.contract import Stage, StageContext
+from stages.ray_training import FAULT_ENV, WorkerSession
 
-FAULT_ENV = "LVDM_FAULT_INJECT"  # "train_autoencoder:<step>": crash after that step of a fresh start (tests)
-TRAINER_STATE = "trainer.pt"
+__all__ = ["FAULT_ENV", "STAGE", "describe_model", "run"]
 
 
 def run(ctx: StageContext) -> dict:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from stages.ray_session import ensure_ray
-
     ae, data = ctx.config.autoencoder, ctx.config.data
     shard_manifest = ctx.inputs["shard"]
     shard_dir = Path(shard_manifest["out_dir"])
@@ -58,28 +47,8 @@ def run(ctx: StageContext) -> dict:
         "train_shards": train_shards,
         "heldout_shards": heldout_shards or train_shards,
         "lpips_path": lpips_path,
-        "tracking": dataclasses.asdict(ctx.tracking),
-        "fault_step": _fault_step(),
     }
-    ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=ae.train.num_workers,
-            use_gpu=ae.train.use_gpu,
-            resources_per_worker={"CPU": ae.train.cpus_per_worker} | ({"GPU": 1} if ae.train.use_gpu else {}),
-        ),
-        run_config=ray.train.RunConfig(
-            name=ctx.run_name,
-            storage_path=str(ctx.out_dir / "ray"),
-            failure_config=ray.train.FailureConfig(max_failures=ae.train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    result = trainer.fit()
-    with result.checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / TRAINER_STATE, map_location="cpu", weights_only=False)
+    state = ray_training.fit(ctx, _train_loop, loop_config, ae.train)
     model = VideoAutoencoder(_model_config(loop_config["model"]))
     model.load_state_dict(state["trainer"]["model"])
     save_autoencoder(ctx.out_dir / FILENAME, model, state["scale"], state["shift"], state["step"])
@@ -133,16 +102,10 @@ def _model_config(model: dict) -> AutoencoderConfig:
 
 def _train_loop(cfg: dict) -> None:
     """One Ray Train worker: its own shards, DDP-wrapped model, checkpoints from rank 0."""
-    import ray.train
     import ray.train.torch
 
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
     train = cfg["train"]
-    torch.manual_seed(train["seed"] + rank)
-    torch.set_num_threads(train["cpus_per_worker"])  # Ray pins OMP threads to the CPUs it granted
-
+    session = ray_training.start_worker(cfg, train)
     model = ray.train.torch.prepare_model(VideoAutoencoder(_model_config(cfg["model"])))
     discriminator = ray.train.torch.prepare_model(
         build_discriminator(
@@ -151,49 +114,39 @@ def _train_loop(cfg: dict) -> None:
             base_channels=cfg["loss"]["disc_channels"],
         )
     )
-    loss = AutoencoderLoss(_loss_config(cfg["loss"]), _perceptual(cfg)).to(device)
-    autocast = (
-        {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train["precision"])
-        if device.type == "cuda"
-        else None
-    )
+    loss = AutoencoderLoss(_loss_config(cfg["loss"]), _perceptual(cfg)).to(session.device)
     trainer = AutoencoderTrainer(
         model,
         discriminator,
         loss,
         lr=train["lr"],
         grad_clip=train["grad_clip"],
-        autocast_dtype=autocast,
-        seed=train["seed"] + rank,
+        autocast_dtype=session.autocast_dtype(train["precision"]),
+        seed=train["seed"] + session.rank,
     )
-    step = resumed_from = _restore(trainer)
-    log = Tracking(**cfg["tracking"]) if rank == 0 else None
-    heldout = _heldout_batch(cfg, device) if rank == 0 else None
+    restored = ray_training.restore(session)
+    if restored is not None:
+        trainer.load_state_dict(restored["trainer"])
+    heldout = _heldout_batch(cfg, session.device) if session.rank == 0 else None
 
-    every = train["checkpoint_every"]
-    from tqdm import tqdm
+    def state(step: int, final: bool) -> dict:
+        payload = {"trainer": trainer.state_dict()}
+        if final:
+            payload["heldout_psnr"] = psnr(heldout, trainer.reconstruct(heldout))
+            payload["scale"], payload["shift"] = _normalisation(trainer.autoencoder, cfg, session.device)
+        return payload
 
-    bar = tqdm(total=train["steps"], initial=step, desc="train_autoencoder", disable=rank != 0, mininterval=5)
-    while step < train["steps"]:
-        segment = step // every  # one loader "epoch" per checkpoint interval: resume replays the same data
-        batches = min(every - step % every, train["steps"] - step)
-        loader = _loader(cfg, cfg["train_shards"], epoch=segment, batches=batches, rank=rank, world=world)
-        window_start, window_step = time.perf_counter(), step
-        for batch in loader:
-            logs = trainer.step(batch.to(device), step)
-            step += 1
-            bar.update(1)
-            if cfg["fault_step"] is not None and step == cfg["fault_step"] and resumed_from == 0:
-                raise RuntimeError(f"injected failure after step {step} ({FAULT_ENV})")
-            if log and step % train["log_every"] == 0:
-                clips = (step - window_step) * train["batch_size"] * world  # all workers' clips
-                rate = clips / max(time.perf_counter() - window_start, 1e-9)
-                tracking.log_metrics(log, {**logs, "lr": train["lr"], "clips_per_s": rate}, step)
-                window_start, window_step = time.perf_counter(), step
-            if log and step % train["preview_every"] == 0:
-                _preview(trainer, heldout, log, step)
-        _report(trainer, step, resumed_from, cfg, heldout, rank, world, final=step >= train["steps"])
-    bar.close()
+    ray_training.train_steps(
+        session,
+        start=session.resumed_from,
+        train=train,
+        loader=lambda segment, batches: _loader(
+            cfg, cfg["train_shards"], epoch=segment, batches=batches, rank=session.rank, world=session.world
+        ),
+        step=trainer.step,
+        state=state,
+        preview=lambda step: _preview(trainer, heldout, session, step),
+    )
 
 
 def _loss_config(loss: dict) -> AutoencoderLossConfig:
@@ -254,49 +207,13 @@ def _heldout_batch(cfg: dict, device: torch.device) -> torch.Tensor:
     return next(iter(loader)).to(device)
 
 
-def _restore(trainer: AutoencoderTrainer) -> int:
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / TRAINER_STATE, map_location="cpu", weights_only=False)
-    trainer.load_state_dict(state["trainer"])
-    print(f"[train_autoencoder] resumed from the checkpoint at step {state['step']}")
-    return state["step"]
-
-
-def _preview(trainer: AutoencoderTrainer, heldout: torch.Tensor, log: Tracking, step: int) -> float:
+def _preview(trainer: AutoencoderTrainer, heldout: torch.Tensor, session: WorkerSession, step: int) -> dict:
     recon = trainer.reconstruct(heldout)
-    score = psnr(heldout, recon)
-    tracking.log_metrics(log, {"heldout_psnr": score}, step)
     strip = torch.cat([heldout, recon], dim=-1)  # original | reconstruction, side by side
     frames = rearrange(strip, "b c t h w -> t (b h) w c")
     frames = ((frames.float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    with tempfile.TemporaryDirectory() as folder:
-        path = write_mp4(Path(folder) / f"recon_step{step:07d}.mp4", frames, fps=8)
-        tracking.log_artifact(log, path, "previews")
-    return score
-
-
-def _report(
-    trainer, step: int, resumed_from: int, cfg: dict, heldout, rank: int, world: int, final: bool
-) -> None:
-    """Every worker reports; rank 0 attaches the checkpoint (and, at the end, normalisation)."""
-    import ray.train
-
-    metrics = {"step": step}
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    state = {"trainer": trainer.state_dict(), "step": step, "resumed_from_step": resumed_from}
-    if final:
-        state["heldout_psnr"] = psnr(heldout, trainer.reconstruct(heldout))
-        state["scale"], state["shift"] = _normalisation(trainer.autoencoder, cfg, heldout.device)
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(state, Path(folder) / TRAINER_STATE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    ray_training.log_video(session, frames, f"recon_step{step:07d}.mp4")
+    return {"heldout_psnr": psnr(heldout, recon)}
 
 
 @torch.no_grad()
@@ -308,11 +225,6 @@ def _normalisation(model: VideoAutoencoder, cfg: dict, device: torch.device) -> 
     model.eval()
     latents = [model.encode(batch.to(device)).mode().float().cpu() for batch in loader]
     return latent_normalisation(torch.cat(latents))
-
-
-def _fault_step() -> int | None:
-    name, _, step = os.environ.get(FAULT_ENV, "").partition(":")
-    return int(step) if name == "train_autoencoder" and step else None
 
 
 STAGE = Stage(

@@ -59,3 +59,18 @@ TINY_AUTOENCODER = [
     "autoencoder.train={steps: 4, batch_size: 2, checkpoint_every: 2, log_every: 1, preview_every: 2,"
     " loader_workers: 0, normalisation_clips: 4, heldout_clips: 2, max_failures: 0}",
 ]
+
+# The three diffusion stages at toy size: TINY_DEMO's 12-frame videos hold one 8-frame window,
+# 4 latents at ft=2: prediction windows of 2 latents at stride 3, interpolation of 3.
+_TINY_DIFFUSION_TRAIN = (
+    "{steps: 4, batch_size: 2, lr: 1.0e-3, ema_decay: 0.9, checkpoint_every: 2, log_every: 1,"
+    " preview_every: 2, loader_workers: 0, heldout_clips: 2, max_failures: 0}"
+)
+TINY_DIFFUSION = [
+    "diffusion.unet={model_channels: 8, channel_mult: [1, 2], num_res_blocks: 1,"
+    " attention_resolutions: [2], num_heads: 2, norm_groups: 4}",
+    f"train_uncond={{frames: 2, train: {_TINY_DIFFUSION_TRAIN}}}",
+    f"train_pred={{frames: 2, latent_stride: 3, eval_clips: 2, train: {_TINY_DIFFUSION_TRAIN}}}",
+    f"train_interp={{frames: 3, train: {_TINY_DIFFUSION_TRAIN}}}",
+    "sampling={steps: 3}",
+]

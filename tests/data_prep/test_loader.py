@@ -196,3 +196,24 @@ def test_latent_windows_are_slices_of_the_stored_sequences(tmp_path):
         used.add(matches[0][0])
     assert "lat_2" not in used
     assert list(loader.dataset.skipped) == [f"{shards[1]}:lat_2"]
+
+
+def test_strided_latent_windows_take_every_stride_th_latent_and_skip_short_sequences(tmp_path):
+    samples, stored = [], {}
+    for index, length in enumerate([9, 4]):  # 3 frames at stride 3 span 7: the 4-latent sequence is too short
+        sample, sequence = _latent_sample(index, length)
+        samples.append(sample)
+        stored[sample["__key__"]] = sequence.astype(np.float32)
+    write_shard(tmp_path / "train-000000.tar", samples)
+
+    loader = latent_window_loader(
+        [tmp_path / "train-000000.tar"], frames=3, stride=3, batch_size=2, batches_per_epoch=2
+    )
+    windows = torch.cat(list(loader)).numpy()
+
+    starts = set()
+    for window in windows:
+        matches = [s for s in range(3) if np.array_equal(stored["lat_0"][:, s : s + 7 : 3], window)]
+        assert len(matches) == 1
+        starts.add(matches[0])
+    assert list(loader.dataset.skipped) == [f"{tmp_path / 'train-000000.tar'}:lat_1"]

@@ -1,0 +1,118 @@
+"""The training target: ε-prediction with L_simple (paper §3.2), masked for §3.3.
+
+One function over the network, so the training loop reads `diffusion_loss(...).loss.backward()`
+and the schedule stays ignorant of the network (STYLE.md point 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from einops import rearrange
+
+from lvdm.diffusion.conditioning import conditional_latent_perturbation, masked_input
+from lvdm.diffusion.draws import standard_normal, uniform_integers
+from lvdm.diffusion.schedule import NoiseSchedule
+
+LossType = Literal["l1", "l2"]
+
+
+@dataclass(frozen=True)
+class DiffusionLoss:
+    """One training step's loss.
+
+    Attributes:
+        loss: scalar, the mean over examples that have a frame to predict; call `.backward()`.
+        per_example: `(b,)` detached, each example's mean error over its unmasked frames
+            (0 for an example with every frame masked).
+        t: `(b,)` long, the timesteps drawn (for loss-by-timestep plots).
+    """
+
+    loss: torch.Tensor
+    per_example: torch.Tensor
+    t: torch.Tensor
+
+
+def diffusion_loss(
+    model: Callable[..., torch.Tensor],
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    mask: torch.Tensor | None = None,
+    max_noise_level: int = 0,
+    loss_type: LossType = "l1",
+    generator: torch.Generator | None = None,
+) -> DiffusionLoss:
+    """Draw t ~ U[0, T) and ε ~ N(0, I), and score the network's ε̂(x_t, t) against ε.
+
+    Without a mask, the network sees `x_t` (the unconditional model). With a mask, it sees
+    `masked_input(x_t, z_s, mask)`: the masked frames hold x0 itself diffused to a level s
+    drawn per example uniformly in [0, max_noise_level] (conditional latent perturbation,
+    §3.3), and s goes to the network as `noise_level` when max_noise_level > 0 (with 0 the
+    network has no noise-level embedding and is called as `model(x, t)`; sampling follows the
+    same rule, see `sampling.sample_latents`).
+
+    The error is averaged over UNmasked frames only. At a masked frame the input holds z_s,
+    not x_t, so the ε that made x_t there is not in the input at all: asking the network to
+    predict it teaches nothing but noise, and those frames are overwritten by the condition
+    at sampling anyway. (The official release scores them, against the perturbation noise.)
+    An example with every frame masked has nothing to predict: it gets per-example loss 0
+    and no weight in `loss`, never a 0/0 NaN.
+
+    Args:
+        model: `model(x, t, *, noise_level=None) -> ε̂`, x `(b, c[+1], t, h, w)`, t `(b,)` long.
+        x0: `(b, c, t, h, w)` clean latents.
+        schedule: the noise schedule.
+        mask: `(b, t)` bool over latent frames (`masks.prediction_mask` etc.), or None.
+        max_noise_level: s_max of the conditional latent perturbation (official: 250); 0 = off.
+        loss_type: "l1" (the official configs) or "l2" (the paper's L_simple).
+        generator: the source of every random draw (t, ε, s and the perturbation noise), in
+            that order, so a resumed run that restores it reproduces the same batch loss.
+    """
+    if loss_type not in ("l1", "l2"):
+        raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
+    if x0.ndim != 5:
+        raise ValueError(f"x0 must be (b, c, t, h, w) latents, got shape {tuple(x0.shape)}")
+    if not 0 <= max_noise_level <= schedule.timesteps:
+        raise ValueError(f"max_noise_level must be in [0, {schedule.timesteps}], got {max_noise_level}")
+    if max_noise_level > 0 and mask is None:
+        raise ValueError(
+            "max_noise_level > 0 perturbs conditioning frames: pass a mask, or max_noise_level=0"
+        )
+    b, _, frames, _, _ = x0.shape
+    device = x0.device
+
+    t = uniform_integers(0, schedule.timesteps, b, generator=generator, device=device)
+    noise = standard_normal(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+    x_t = schedule.q_sample(x0, t, noise)
+
+    if mask is None:
+        eps = model(x_t, t)
+        mask = torch.zeros(b, frames, dtype=torch.bool, device=device)
+    else:
+        if tuple(mask.shape) != (b, frames):
+            raise ValueError(
+                f"mask must be (b, t) = ({b}, {frames}) over latent frames, got {tuple(mask.shape)}"
+            )
+        mask = mask.to(device=device, dtype=torch.bool)
+        if max_noise_level > 0:
+            s = uniform_integers(0, max_noise_level + 1, b, generator=generator, device=device)
+            noise_s = standard_normal(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+            z_s = conditional_latent_perturbation(x0, s, schedule, noise_s)
+            eps = model(masked_input(x_t, z_s, mask), t, noise_level=s)
+        else:
+            eps = model(masked_input(x_t, x0, mask), t)
+
+    if eps.shape != noise.shape:
+        raise ValueError(f"the model must return ε of x0's shape {tuple(x0.shape)}, got {tuple(eps.shape)}")
+    error = (eps - noise).abs() if loss_type == "l1" else (eps - noise).square()
+    target = rearrange(~mask, "b t -> b 1 t 1 1").to(error.dtype)
+    elements_per_frame = error[:, :, 0].numel() // b
+    counted = target.sum(dim=(1, 2, 3, 4)) * elements_per_frame
+    per_example = (error * target).sum(dim=(1, 2, 3, 4)) / counted.clamp_min(1)
+    has_target = (counted > 0).to(error.dtype)
+    loss = (per_example * has_target).sum() / has_target.sum().clamp_min(1)
+    return DiffusionLoss(loss=loss, per_example=per_example.detach(), t=t)

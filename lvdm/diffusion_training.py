@@ -1,0 +1,163 @@
+"""One training step of a latent video diffusion model, in plain PyTorch.
+
+`DiffusionTrainer` owns the UNet (possibly DDP-wrapped), its EMA copy, the AdamW optimiser
+and the random generator every draw of a step comes from (timesteps, noise, masks, the
+perturbation level s). The stages wrap it with Ray Train and MLflow. Its `state_dict()` holds
+all of that, so the step after a resume has exactly the loss of the uninterrupted run.
+
+Which of the paper's three models it trains is decided by `mask_sampler` (§3.3):
+None trains the unconditional model; a prediction or interpolation mask sampler trains a
+conditional one, with conditional latent perturbation up to `max_noise_level`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from lvdm.diffusion.loss import diffusion_loss
+from lvdm.diffusion.schedule import NoiseSchedule
+from lvdm.ema import EMA
+from lvdm.precision import autocast
+
+MaskSampler = Callable[[int, int, torch.Generator], Tensor]  # (batch, frames, generator) -> (b t) bool
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The bare module inside DistributedDataParallel; else itself."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+class DiffusionTrainer:
+    """AdamW steps on the ε-prediction loss, gradient clipping, optional autocast, EMA."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        schedule: NoiseSchedule,
+        *,
+        lr: float = 6e-5,
+        weight_decay: float = 0.01,
+        grad_clip: float | None = 1.0,
+        ema_decay: float = 0.9999,
+        loss_type: str = "l1",
+        mask_sampler: MaskSampler | None = None,
+        max_noise_level: int = 0,
+        autocast_dtype: torch.dtype | None = None,
+        seed: int = 0,
+    ) -> None:
+        """`lr` 6e-5 (unconditional) / 8e-5 (prediction, interpolation) and AdamW's default
+        weight decay are the official settings. `autocast_dtype` is torch.bfloat16 or None;
+        the loss is reduced in fp32 either way."""
+        if autocast_dtype not in (None, torch.bfloat16):
+            raise ValueError(f"autocast_dtype={autocast_dtype}: use torch.bfloat16 or None")
+        self.model = model
+        self.schedule = schedule
+        self.ema = EMA(unwrap(model), decay=ema_decay)
+        self.optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.grad_clip = grad_clip
+        self.loss_type = loss_type
+        self.mask_sampler = mask_sampler
+        self.max_noise_level = max_noise_level
+        self.autocast_dtype = autocast_dtype
+        self.seed = seed
+        self.last_timesteps: Tensor | None = None
+        self.last_losses: Tensor | None = None
+        self._generator: torch.Generator | None = None
+        self._generator_state: Tensor | None = None
+
+    @property
+    def network(self) -> nn.Module:
+        return unwrap(self.model)
+
+    def step(self, batch: Tensor, global_step: int = 0) -> dict[str, float]:
+        """One optimiser step on normalised latents `batch (b c t h w)`.
+
+        Returns the loss, the gradient norm before clipping and the EMA decay used; the
+        per-example losses and their timesteps stay in `last_losses` / `last_timesteps`
+        for per-timestep-bucket logging.
+        """
+        self.model.train()
+        generator = self._sample_generator(batch.device)
+        b, _, frames, _, _ = batch.shape
+        mask = self.mask_sampler(b, frames, generator).to(batch.device) if self.mask_sampler else None
+        with autocast(batch.device, self.autocast_dtype):
+            out = diffusion_loss(
+                self.model,
+                batch,
+                self.schedule,
+                mask=mask,
+                max_noise_level=self.max_noise_level,
+                loss_type=self.loss_type,
+                generator=generator,
+            )
+        self.optimiser.zero_grad(set_to_none=True)
+        out.loss.float().backward()
+        max_norm = self.grad_clip if self.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimiser.step()
+        self.ema.update(self.network)
+        self.last_timesteps, self.last_losses = out.t.detach().cpu(), out.per_example.detach().float().cpu()
+        logs = {"loss": out.loss.item(), "grad_norm": grad_norm.item(), "ema_decay": self.ema.current_decay()}
+        if mask is not None:
+            logs["conditioned_fraction"] = mask.any(dim=1).float().mean().item()
+        return logs
+
+    def state_dict(self) -> dict:
+        generator_state = (
+            self._generator.get_state() if self._generator is not None else self._generator_state
+        )
+        return {
+            "model": self.network.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "generator": generator_state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = {"model", "ema", "optimiser"} - state.keys()
+        if missing:
+            raise KeyError(f"DiffusionTrainer.load_state_dict: checkpoint lacks {sorted(missing)}")
+        self.network.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self._generator = None
+        self._generator_state = state.get("generator")
+
+    def _sample_generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            if self._generator_state is not None:
+                self._generator.set_state(self._generator_state.cpu())
+            else:
+                self._generator.manual_seed(self.seed)
+        return self._generator
+
+
+class TimestepBuckets:
+    """Mean loss per range of timesteps over a logging window: the loss at small t (fine
+    detail) and large t (layout) move differently, and one average hides which is learning."""
+
+    def __init__(self, timesteps: int, buckets: int = 4) -> None:
+        self.edges = torch.linspace(0, timesteps, buckets + 1).long()
+        self.sums = torch.zeros(buckets, dtype=torch.float64)
+        self.counts = torch.zeros(buckets, dtype=torch.long)
+
+    def add(self, timesteps: Tensor, losses: Tensor) -> None:
+        index = torch.bucketize(timesteps, self.edges[1:-1], right=True)
+        self.sums.index_add_(0, index, losses.double())
+        self.counts.index_add_(0, index, torch.ones_like(index))
+
+    def pop(self) -> dict[str, float]:
+        """`loss/t<lo>-<hi>` for every bucket that saw a sample since the last pop."""
+        logs = {
+            f"loss/t{int(self.edges[i])}-{int(self.edges[i + 1]) - 1}": (self.sums[i] / self.counts[i]).item()
+            for i in range(len(self.counts))
+            if self.counts[i] > 0
+        }
+        self.sums.zero_()
+        self.counts.zero_()
+        return logs

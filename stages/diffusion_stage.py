@@ -1,0 +1,285 @@
+"""What the three diffusion stages share (`train_uncond`, `train_pred`, `train_interp`).
+
+They differ only in a `DiffusionTask`: which frames are given (none; the first
+`cond_frames`; the first and last), how far apart the latent frames of a training window lie,
+and the conditional-latent-perturbation ceiling. Everything else is here once: the network
+they train (derived from `diffusion.unet`), the latent loader over `cache_latents`' shards,
+the Ray Train worker loop (through `stages.ray_training`), the decoded mp4 previews and the
+weights file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from lvdm.diffusion.masks import frames_mask, interpolation_mask, prediction_mask
+from lvdm.diffusion.sampling import sample_latents
+from lvdm.diffusion.schedule import NoiseSchedule
+from lvdm.diffusion_training import DiffusionTrainer, TimestepBuckets
+from lvdm.unet import UNet3D, init_from_unconditional
+from stages import ray_training, tracking
+from stages.contract import StageContext
+from stages.ray_training import WorkerSession
+from stages.unet_file import FILENAME, read_unet, save_unet
+
+Kind = Literal["uncond", "pred", "interp"]
+
+
+@dataclass(frozen=True)
+class DiffusionTask:
+    kind: Kind
+    frames: int  # latent frames per training window
+    latent_stride: int = 1
+    cond_frames: int = 0  # prediction: the first k latents are given
+    p_cond: float = 0.0
+    max_noise_level: int = 0
+
+    def given(self, frames: int | None = None) -> list[int]:
+        """Indices of the conditioning latents at sampling time (§3.3)."""
+        frames = frames or self.frames
+        if self.kind == "pred":
+            return list(range(self.cond_frames))
+        if self.kind == "interp":
+            return [0, frames - 1]
+        return []
+
+
+def unet_kwargs(unet: dict, task: DiffusionTask) -> dict:
+    """`UNet3D` kwargs of the task's network: the unconditional one as configured; the
+    conditional ones with a mask input channel, the noise-level embedding (s ∈ [0, s_max])
+    and relative-position tables as long as their clip (official: 4 and 5 latents)."""
+    kwargs = dict(unet)
+    if task.kind != "uncond":
+        kwargs |= {
+            "in_channels": unet["in_channels"] + 1,
+            "max_noise_level": task.max_noise_level,
+            "temporal_length": task.frames,
+        }
+    return kwargs
+
+
+def schedule_of(schedule: dict) -> NoiseSchedule:
+    return NoiseSchedule.linear(
+        timesteps=schedule["timesteps"],
+        linear_start=schedule["linear_start"],
+        linear_end=schedule["linear_end"],
+    )
+
+
+def describe_unet(kwargs: dict, task: DiffusionTask) -> str:
+    """Parameter count of the task's network, counted on the meta device (no memory)."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in UNet3D(**kwargs).parameters())
+    return (
+        f"UNet3D ({task.kind}): {params:,} parameters; "
+        f"windows of {task.frames} latents at stride {task.latent_stride}"
+    )
+
+
+def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: Path | None = None) -> dict:
+    """Driver side of a diffusion stage: resolve inputs, fit on Ray Train, write `unet.pt`."""
+    cache = ctx.inputs["cache_latents"]
+    cache_dir = Path(cache["out_dir"])
+    shards = cache["outputs"]["shards"]
+    train_shards = [str(cache_dir / s) for s in shards.get("train", [])]
+    if not train_shards:
+        raise ValueError(f"cache_latents at {cache_dir} wrote no train latent shards; check data.splits")
+    heldout_shards = [str(cache_dir / s) for s in shards.get("test", [])] or train_shards
+    diffusion = ctx.config.diffusion
+    kwargs = unet_kwargs(diffusion.unet.model_dump(mode="json"), task)
+    _check_latent_channels(kwargs, task, cache)
+    print(f"[{ctx.name}] {describe_unet(kwargs, task)}")
+
+    loop_config = {
+        "task": asdict(task),
+        "unet": kwargs,
+        "schedule": diffusion.schedule.model_dump(),
+        "loss_type": diffusion.loss_type,
+        "train": section.train.model_dump(),
+        "sampling": ctx.config.sampling.model_dump(),
+        "train_shards": train_shards,
+        "heldout_shards": heldout_shards,
+        "scale": cache["outputs"]["scale"],
+        "shift": cache["outputs"]["shift"],
+        "autoencoder": cache["outputs"]["autoencoder"],
+        "init_from": str(init_from) if init_from else None,
+    }
+    state = ray_training.fit(ctx, _train_loop, loop_config, section.train)
+    save_unet(ctx.out_dir / FILENAME, kwargs, state["trainer"]["ema"]["model"], state["step"])
+    tracking.log_artifact(ctx.tracking, ctx.out_dir / FILENAME, "checkpoint")
+    final_loss = state.get("final_loss")
+    print(f"[{ctx.name}] {state['step']} steps; EMA weights in {ctx.out_dir / FILENAME}")
+    return {
+        "unet": FILENAME,
+        "unet_config": kwargs,
+        "task": asdict(task),
+        "steps": state["step"],
+        "resumed_from_step": state["resumed_from_step"],
+        "final_loss": final_loss,
+        "parameters": sum(v.numel() for v in state["trainer"]["ema"]["model"].values()),
+        "scale": cache["outputs"]["scale"],
+        "shift": cache["outputs"]["shift"],
+        "autoencoder": cache["outputs"]["autoencoder"],
+    }
+
+
+def _check_latent_channels(kwargs: dict, task: DiffusionTask, cache: dict) -> None:
+    """The UNet's latent width must be the autoencoder's: fail on the driver, naming the key."""
+    from stages.autoencoder_file import read_autoencoder_config
+
+    channels = read_autoencoder_config(Path(cache["outputs"]["autoencoder"]))["latent_channels"]
+    given = kwargs["in_channels"] - (task.kind != "uncond")
+    if given != channels or kwargs["out_channels"] != channels:
+        raise ValueError(
+            f"diffusion.unet.in_channels={given} / out_channels={kwargs['out_channels']} but the "
+            f"autoencoder's latents have {channels} channels: set both to {channels} "
+            f"(--set diffusion.unet.in_channels={channels} --set diffusion.unet.out_channels={channels})"
+        )
+
+
+def _train_loop(cfg: dict) -> None:
+    """One Ray Train worker: its own latent shards, DDP-wrapped UNet, EMA, checkpoints from rank 0."""
+    import ray.train.torch
+
+    train, task = cfg["train"], DiffusionTask(**cfg["task"])
+    session = ray_training.start_worker(cfg, train)
+    network = UNet3D(**cfg["unet"])
+    if cfg["init_from"]:
+        # Paper §4.1: prediction and interpolation start from the unconditional model's EMA weights.
+        init_from_unconditional(network, read_unet(Path(cfg["init_from"]))["state_dict"])
+    schedule = schedule_of(cfg["schedule"])
+    trainer = DiffusionTrainer(
+        ray.train.torch.prepare_model(network),
+        schedule,
+        lr=train["lr"],
+        weight_decay=train["weight_decay"],
+        grad_clip=train["grad_clip"],
+        ema_decay=train["ema_decay"],
+        loss_type=cfg["loss_type"],
+        mask_sampler=mask_sampler(task),
+        max_noise_level=task.max_noise_level,
+        autocast_dtype=session.autocast_dtype(train["precision"]),
+        seed=train["seed"] + session.rank,
+    )
+    restored = ray_training.restore(session)
+    if restored is not None:
+        trainer.load_state_dict(restored["trainer"])
+    scale, shift = cfg["scale"], cfg["shift"]
+    buckets = TimestepBuckets(schedule.timesteps)
+    previewer = Previewer(cfg, task, session) if session.rank == 0 else None
+
+    last: dict[str, float] = {}
+
+    def step(batch: torch.Tensor, global_step: int) -> dict[str, float]:
+        logs = trainer.step((batch + shift) * scale, global_step)
+        buckets.add(trainer.last_timesteps, trainer.last_losses)
+        last.update(logs)
+        return logs
+
+    def loader(segment: int, batches: int):
+        from data_prep.loader import latent_window_loader
+
+        return latent_window_loader(
+            cfg["train_shards"],
+            frames=task.frames,
+            stride=task.latent_stride,
+            batch_size=train["batch_size"],
+            batches_per_epoch=batches,
+            rank=session.rank,
+            world_size=session.world,
+            num_workers=train["loader_workers"],
+            seed=train["seed"],
+            epoch=segment,
+        )
+
+    ray_training.train_steps(
+        session,
+        start=session.resumed_from,
+        train=train,
+        loader=loader,
+        step=step,
+        state=lambda _step, _final: {"trainer": trainer.state_dict(), "final_loss": last.get("loss")},
+        preview=lambda current: previewer(trainer.ema.model, current),
+        items_name="latents_per_s",
+        metrics=buckets.pop,
+    )
+
+
+def mask_sampler(task: DiffusionTask):
+    """The training mask of the task (§3.3), or None for the unconditional model."""
+    if task.kind == "pred":
+        return lambda b, frames, generator: prediction_mask(
+            b, frames, k=task.cond_frames, p=task.p_cond, generator=generator
+        )
+    if task.kind == "interp":
+        return lambda b, frames, generator: interpolation_mask(b, frames, p=task.p_cond, generator=generator)
+    return None
+
+
+class Previewer:
+    """Rank 0's held-out previews: sample with the EMA network, decode, log an mp4.
+
+    Unconditional: a grid of samples. Prediction / interpolation: the held-out clip's
+    conditioning latents are given and the rest sampled, ground truth beside the sample,
+    and the latent MSE on the sampled frames is logged.
+    """
+
+    def __init__(self, cfg: dict, task: DiffusionTask, session: WorkerSession) -> None:
+        from data_prep.loader import latent_window_loader
+        from stages.autoencoder_file import load_autoencoder
+
+        self.task, self.session, self.sampling = task, session, cfg["sampling"]
+        self.schedule = schedule_of(cfg["schedule"])
+        self.scale, self.shift = cfg["scale"], cfg["shift"]
+        self.autoencoder, _ = load_autoencoder(Path(cfg["autoencoder"]))
+        self.autoencoder.to(session.device)
+        loader = latent_window_loader(
+            cfg["heldout_shards"],
+            frames=task.frames,
+            stride=task.latent_stride,
+            batch_size=cfg["train"]["heldout_clips"],
+            batches_per_epoch=1,
+            seed=12345,
+        )
+        self.heldout = ((next(iter(loader)) + self.shift) * self.scale).to(session.device)
+
+    @torch.no_grad()
+    def __call__(self, network: torch.nn.Module, step: int) -> dict[str, float]:
+        given = self.task.given()
+        b = self.heldout.shape[0]
+        mask = frames_mask(b, self.task.frames, given).to(self.session.device) if given else None
+        generator = torch.Generator(self.session.device).manual_seed(step)
+        sample = sample_latents(
+            network,
+            tuple(self.heldout.shape),
+            self.schedule,
+            sampler=self.sampling["sampler"],
+            steps=self.sampling["steps"],
+            eta=self.sampling["eta"],
+            z_cond=self.heldout if given else None,
+            mask=mask,
+            noise_level=self.sampling["noise_level"] if given else 0,
+            guidance_weight=self.sampling["guidance_weight"] if given else 0.0,
+            generator=generator,
+        )
+        metrics = {"preview/sample_std": sample.std().item()}
+        panels = [sample]
+        if given:
+            free = ~mask  # (b t): the sampled frames
+            error = (sample - self.heldout).pow(2).mean(dim=(1, 3, 4))  # (b t)
+            metrics["preview/latent_mse"] = error[free].mean().item()
+            panels = [self.heldout, sample]  # ground truth | sample
+        video = torch.cat([self._decode(p) for p in panels], dim=-1)
+        frames = rearrange(video, "b c t h w -> t (b h) w c")
+        frames = ((frames.float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        ray_training.log_video(self.session, frames, f"{self.task.kind}_step{step:07d}.mp4")
+        return metrics
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents / self.scale - self.shift).clamp(-1, 1)

@@ -1,0 +1,76 @@
+"""train_uncond -> train_pred / train_interp on Ray Train: killed mid-way, resumed, tracked."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from pipelines.config import load_pipeline
+from pipelines.runner import PipelineError, run_pipeline
+from stages.ray_training import FAULT_ENV
+from stages.unet_file import load_unet
+from tests.conftest import PIPELINES, TINY_AUTOENCODER, TINY_DEMO, TINY_DIFFUSION
+
+STAGES = "stages=[shard, train_autoencoder, cache_latents, train_uncond, train_pred, train_interp]"
+# No LPIPS and no GAN: the autoencoder only has to make latents for the diffusion stages.
+CHEAP_AUTOENCODER = ["autoencoder.loss={perceptual_weight: 0, disc_start: 1000}"]
+
+
+def _run(workdir: Path, **kwargs):
+    overrides = TINY_DEMO + TINY_AUTOENCODER + CHEAP_AUTOENCODER + TINY_DIFFUSION + [STAGES]
+    config = load_pipeline(PIPELINES / "demo.yaml", overrides)
+    return run_pipeline(config, workdir, "demo.yaml", echo=lambda *_: None, **kwargs)
+
+
+def test_diffusion_stages_resume_after_a_crash_and_log_losses_previews_and_the_prediction_check(
+    ray_cluster, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(FAULT_ENV, "train_uncond:3")  # crash after step 3; checkpoint at step 2
+    with pytest.raises(PipelineError, match="train_uncond"):
+        _run(tmp_path)
+    failed = json.loads(next((tmp_path / "runs").glob("*/run.json")).read_text())
+    assert failed["stages"]["train_uncond"]["status"] == "failed"
+    uncond_dir = Path(failed["stages"]["train_uncond"]["output"])
+    assert not (uncond_dir / "unet.pt").exists() and not (uncond_dir / "manifest.json").exists()
+
+    monkeypatch.delenv(FAULT_ENV)
+    record = _run(tmp_path, run_id=failed["run_id"])
+    assert [s.status for s in record.stages.values()] == ["done"] * 6
+    manifests = {
+        name: json.loads((Path(record.stages[name].output) / "manifest.json").read_text())["outputs"]
+        for name in ("train_uncond", "train_pred", "train_interp")
+    }
+    assert manifests["train_uncond"]["resumed_from_step"] == 2 and manifests["train_uncond"]["steps"] == 4
+    assert manifests["train_pred"]["resumed_from_step"] == 0
+
+    # The saved networks rebuild from their files; the conditional ones take the mask channel.
+    for name, channels, frames in (("train_uncond", 4, 4), ("train_pred", 5, 2), ("train_interp", 5, 3)):
+        model, meta = load_unet(Path(record.stages[name].output) / "unet.pt")
+        assert model.config.in_channels == channels and meta["step"] == 4
+        assert sum(p.numel() for p in model.parameters()) == manifests[name]["parameters"]
+        if channels == 5:
+            assert model.config.temporal_length == frames and model.config.max_noise_level == 250
+            with torch.no_grad():
+                out = model(torch.randn(1, 5, 3, 8, 8), torch.tensor([10]), noise_level=torch.tensor([3]))
+            assert out.shape == (1, 4, 3, 8, 8)
+
+    check = manifests["train_pred"]["prediction_check"]
+    assert set(check) >= {"prediction", "prediction_unconditioned", "unconditional_model", "repeat_last"}
+    assert all(value >= 0 for value in check.values())
+
+    client = MlflowClient(record.mlflow_tracking_uri)
+    uncond_run = record.stages["train_uncond"].mlflow_run_id
+    assert uncond_run == failed["stages"]["train_uncond"]["mlflow_run_id"], "resume must reattach"
+    metrics = client.get_run(uncond_run).data.metrics
+    for name in ("loss", "grad_norm", "lr", "latents_per_s", "preview/sample_std"):
+        assert name in metrics, name
+    assert any(name.startswith("loss/t") for name in metrics)
+    assert sorted({m.step for m in client.get_metric_history(uncond_run, "loss")}) == [1, 2, 3, 4]
+    previews = [a.path for a in client.list_artifacts(uncond_run, "previews")]
+    assert previews and all(p.endswith(".mp4") for p in previews)
+    pred_metrics = client.get_run(record.stages["train_pred"].mlflow_run_id).data.metrics
+    assert "preview/latent_mse" in pred_metrics and "check/prediction" in pred_metrics
+    interp_run = record.stages["train_interp"].mlflow_run_id
+    assert [a.path for a in client.list_artifacts(interp_run, "checkpoint")] == ["checkpoint/unet.pt"]
