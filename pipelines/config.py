@@ -7,8 +7,10 @@ the person reading the error is editing that YAML file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,8 +23,47 @@ class ConfigError(ValueError):
     """A pipeline file (or a --set override) that does not validate."""
 
 
+@dataclass(frozen=True)
+class Execution:
+    """Marks a field that says how a stage runs, not what it computes (worker counts, GPUs,
+    logging cadence). Such fields stay out of cache keys and Ray Train run names, so a run
+    moved from 8 workers to 16 finds its stage folder and resumes from its checkpoint."""
+
+
+@dataclass(frozen=True)
+class ReadWhen:
+    """Marks a field that only some configurations read (a dataset's own option): it is hashed
+    only where `applies(section)` holds, so e.g. `ucf101_split` never reshards Sky Time-lapse."""
+
+    applies: Callable[[Any], bool]
+
+
+EXECUTION = Execution()
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that change this section's result, recursively: the cache key's view.
+
+        Everything else (`Execution` fields, `ReadWhen` fields that do not apply) is dropped;
+        the full section still goes to the manifest and to MLflow params.
+        """
+        out: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            marks = field.metadata
+            if any(isinstance(m, Execution) for m in marks):
+                continue
+            if any(isinstance(m, ReadWhen) and not m.applies(self) for m in marks):
+                continue
+            value = getattr(self, name)
+            out[name] = (
+                value.hashed()
+                if isinstance(value, Section)
+                else self.model_dump(mode="json", include={name})[name]
+            )
+        return out
 
 
 class SyntheticConfig(Section):
@@ -34,20 +75,35 @@ class SyntheticConfig(Section):
     seed: int = 0
 
 
+def _for(*datasets: str) -> ReadWhen:
+    return ReadWhen(lambda data: data.dataset in datasets)
+
+
+# Exactly what `stages.shard.discover` passes to each dataset's discover(): taichi reads the
+# fps only for folders of png frames (an mp4 carries its own).
+_FRAME_FOLDERS = ReadWhen(
+    lambda data: data.dataset == "sky_timelapse" or (data.dataset == "taichi" and data.taichi_format == "png")
+)
+
+
 class DataConfig(Section):
     dataset: DatasetName
-    root: Path | None = Field(None, description="dataset folder in its release layout")
+    root: Annotated[Path | None, _for("ucf101", "sky_timelapse", "taichi", "webvid")] = Field(
+        None, description="dataset folder in its release layout"
+    )
     splits: tuple[SplitName, ...] = ("train", "test")
     resolution: int = Field(256, ge=8, description="short side resize + centre crop, pixels")
     frames: int = Field(16, ge=1, description="frames per training clip")
     stride: int = Field(1, ge=1, description="frame step inside a clip")
-    ucf101_split: Literal[1, 2, 3] = 1
-    taichi_format: Literal["mp4", "png"] = "mp4"
-    webvid_csv: dict[SplitName, str] = Field(
+    ucf101_split: Annotated[Literal[1, 2, 3], _for("ucf101")] = 1
+    taichi_format: Annotated[Literal["mp4", "png"], _for("taichi")] = "mp4"
+    webvid_csv: Annotated[dict[SplitName, str], _for("webvid")] = Field(
         default_factory=lambda: {"train": "results_2M_train.csv", "test": "results_2M_val.csv"}
     )
-    frame_folder_fps: float = Field(25.0, gt=0, description="fps recorded for folders of frames")
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    frame_folder_fps: Annotated[float, _FRAME_FOLDERS] = Field(
+        25.0, gt=0, description="fps recorded for folders of frames"
+    )
+    synthetic: Annotated[SyntheticConfig, _for("synthetic")] = Field(default_factory=SyntheticConfig)
 
     @field_validator("resolution")
     @classmethod
@@ -88,6 +144,15 @@ class AutoencoderModelSection(Section):
     decoder_res_blocks: int = Field(2, ge=0)
     norm_groups: int = Field(32, ge=1)
 
+    @model_validator(mode="after")
+    def _builds(self) -> AutoencoderModelSection:
+        """The library's own checks (fs/ft powers of 2, one multiplier per level, norm_groups
+        dividing every level's channels), here when the YAML is read, not in a worker."""
+        from lvdm.autoencoder import AutoencoderConfig
+
+        _library_check(AutoencoderConfig, self.model_dump())
+        return self
+
 
 class AutoencoderLossSection(Section):
     reconstruction: Literal["l1", "mse"] = "l1"
@@ -104,7 +169,13 @@ class AutoencoderLossSection(Section):
 
 
 class TrainSection(Section):
-    """What every Ray Train stage shares: the step budget, the optimiser, the workers."""
+    """What every Ray Train stage shares: the step budget, the optimiser, the workers.
+
+    `Execution` fields are out of the cache key: a stage resumes from its checkpoint after a
+    change of cluster size. `batch_size` is per worker and is kept, so the global batch is
+    `batch_size * num_workers` and grows with the cluster (as in DDP). `checkpoint_every`
+    stays in the key: it fixes which data each checkpoint interval replays.
+    """
 
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(1, ge=1, description="clips per worker per step")
@@ -113,15 +184,23 @@ class TrainSection(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast: auto = bf16 where the GPU or CPU computes it natively, else fp32"
     )
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU)")
-    use_gpu: bool = False
-    cpus_per_worker: int = Field(1, ge=1, description="CPU cores (and torch threads) per Ray Train worker")
-    loader_workers: int = Field(2, ge=0, description="DataLoader processes per Ray Train worker")
+    num_workers: Annotated[int, EXECUTION] = Field(1, ge=1, description="Ray Train workers (one per GPU)")
+    use_gpu: Annotated[bool, EXECUTION] = False
+    cpus_per_worker: Annotated[int, EXECUTION] = Field(
+        1, ge=1, description="CPU cores (and torch threads) per Ray Train worker"
+    )
+    loader_workers: Annotated[int, EXECUTION] = Field(
+        2, ge=0, description="DataLoader processes per Ray Train worker"
+    )
     checkpoint_every: int = Field(500, ge=1)
-    log_every: int = Field(10, ge=1)
-    preview_every: int = Field(500, ge=1, description="held-out preview mp4 + metrics every N steps")
-    heldout_clips: int = Field(4, ge=1, description="held-out clips in each preview")
-    max_failures: int = Field(2, ge=0, description="Ray Train retries from the last checkpoint")
+    log_every: Annotated[int, EXECUTION] = Field(10, ge=1)
+    preview_every: Annotated[int, EXECUTION] = Field(
+        500, ge=1, description="held-out preview mp4 + metrics every N steps"
+    )
+    heldout_clips: Annotated[int, EXECUTION] = Field(4, ge=1, description="held-out clips in each preview")
+    max_failures: Annotated[int, EXECUTION] = Field(
+        2, ge=0, description="Ray Train retries from the last checkpoint"
+    )
     seed: int = 0
 
 
@@ -163,19 +242,12 @@ class UNetSection(Section):
     transformer_depth: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _divisible(self) -> UNetSection:
-        for mult in self.channel_mult:
-            channels = self.model_channels * mult
-            if channels % self.norm_groups:
-                raise ValueError(
-                    f"model_channels * channel_mult = {channels} is not divisible by norm_groups="
-                    f"{self.norm_groups}; pick norm_groups dividing every level's width"
-                )
-            if channels % self.num_heads:
-                raise ValueError(
-                    f"model_channels * channel_mult = {channels} is not divisible by "
-                    f"num_heads={self.num_heads}"
-                )
+    def _builds(self) -> UNetSection:
+        """`lvdm.unet.UNet3DConfig`'s own checks (norm_groups and num_heads dividing the level
+        widths, attention factors that exist), here when the YAML is read."""
+        from lvdm.unet import UNet3DConfig
+
+        _library_check(UNet3DConfig, self.model_dump())
         return self
 
 
@@ -253,9 +325,46 @@ class SamplingSection(Section):
 
 
 class CacheLatentsSection(Section):
-    batch_size: int = Field(4, ge=1, description="clip windows encoded per forward pass")
+    batch_size: Annotated[int, EXECUTION] = Field(
+        4, ge=1, description="clip windows encoded per forward pass"
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="encoder autocast, as training")
-    use_gpu: bool = Field(False, description="one GPU per encoding task")
+    use_gpu: Annotated[bool, EXECUTION] = Field(False, description="one GPU per encoding task")
+
+
+class SampleSection(Section):
+    """Long videos from the trained models (LVDM §3.3), per strategy and sampling setting."""
+
+    videos: int = Field(4, ge=1, description="videos per strategy and setting")
+    frames: int = Field(1024, ge=1, description="frames per video (1,024 and more work; memory stays flat)")
+    strategies: tuple[Literal["autoregressive", "hierarchical"], ...] = Field(
+        ("autoregressive", "hierarchical"), min_length=1
+    )
+    settings: tuple[Literal["default", "no_perturbation", "no_guidance", "neither"], ...] = Field(
+        ("default",),
+        min_length=1,
+        description="the paper's Fig. 7 ablation: default = the sampling section's s and w; "
+        "no_perturbation: s=0; no_guidance: w=0; neither: both off",
+    )
+    fps: float = Field(8.0, gt=0)
+    contact_columns: int = Field(8, ge=2, description="frames per row of the contact sheet, evenly spaced")
+    seed: int = 0
+    max_batch: Annotated[int, EXECUTION] = Field(
+        16, ge=1, description="clips per sampler call (memory bound)"
+    )
+    decode_window: int = Field(8, ge=1, description="latents decoded per window (plus overlap)")
+    use_gpu: Annotated[bool, EXECUTION] = Field(False, description="one GPU per sampling task")
+
+
+class EvaluateSection(Section):
+    """FVD/KVD (I3D) on every non-overlapping window of the sampled videos, the real-vs-real
+    floor, and for the synthetic dataset the ground-truth motion metrics."""
+
+    window: int = Field(16, ge=1, description="frames per FVD clip / window (FVD16)")
+    real_clips: int = Field(2048, ge=2, description="real clips (test split) for the statistics and floor")
+    batch_size: Annotated[int, EXECUTION] = Field(8, ge=1, description="I3D clips per forward pass")
+    i3d: Path | None = Field(None, description="community i3d_torchscript.pt instead of the cached weights")
+    use_gpu: Annotated[bool, EXECUTION] = False
 
 
 class MlflowConfig(Section):
@@ -284,12 +393,99 @@ class PipelineConfig(Section):
     train_pred: TrainPredSection = Field(default_factory=TrainPredSection)
     train_interp: TrainInterpSection = Field(default_factory=TrainInterpSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
+    sample: SampleSection = Field(default_factory=SampleSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
 
     def section(self, name: str) -> Section:
         return getattr(self, name)
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> PipelineConfig:
+        """Checks across sections, for the stages this pipeline runs: each would otherwise fail
+        inside a Ray worker, the discriminator's only at `disc_start` (step 50,001 in the
+        paper's configs)."""
+        data, model = self.data, self.autoencoder.model
+        problems: list[str] = []
+        if {"train_autoencoder", "cache_latents"} & set(self.stages):
+            if data.resolution % model.fs:
+                problems.append(
+                    f"data.resolution={data.resolution} is not divisible by autoencoder.model.fs={model.fs} "
+                    f"(the encoder halves the frame log2(fs) times): set data.resolution to a multiple of "
+                    f"{model.fs}, e.g. {_multiple(data.resolution, model.fs)}"
+                )
+            if data.frames % model.ft:
+                problems.append(
+                    f"data.frames={data.frames} is not divisible by autoencoder.model.ft={model.ft} "
+                    f"(the encoder halves the clip log2(ft) times): set data.frames to a multiple of "
+                    f"{model.ft}, e.g. {_multiple(data.frames, model.ft)}"
+                )
+        if "train_autoencoder" in self.stages:
+            problem = _discriminator_problem(self.autoencoder.loss, data)
+            if problem:
+                problems.append(problem)
+        diffusion_stages = {"train_uncond", "train_pred", "train_interp"} & set(self.stages)
+        if diffusion_stages:
+            unet = self.diffusion.unet
+            for key in ("in_channels", "out_channels"):
+                if getattr(unet, key) != model.latent_channels:
+                    problems.append(
+                        f"diffusion.unet.{key}={getattr(unet, key)} differs from "
+                        f"autoencoder.model.latent_channels={model.latent_channels}: the UNet denoises the "
+                        f"autoencoder's latents; set diffusion.unet.{key}={model.latent_channels}"
+                    )
+            from lvdm.unet import UNet3DConfig
+
+            latent, factor = data.resolution // model.fs, UNet3DConfig(**unet.model_dump()).spatial_factor
+            if data.resolution % model.fs == 0 and latent % factor:
+                problems.append(
+                    f"the latent frames are {latent}x{latent} (data.resolution={data.resolution} / "
+                    f"autoencoder.model.fs={model.fs}), not divisible by the UNet's downsampling {factor} "
+                    f"(2 ** (len(diffusion.unet.channel_mult) - 1), channel_mult="
+                    f"{list(unet.channel_mult)}): use fewer levels in diffusion.unet.channel_mult or a "
+                    f"data.resolution whose latent size is a multiple of {factor}"
+                )
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+
+def _multiple(value: int, factor: int) -> int:
+    """The nearest positive multiple of `factor` to `value`, for an error's suggested fix."""
+    return max(factor, round(value / factor) * factor)
+
+
+def _library_check(config_class: type, fields: dict[str, Any]) -> None:
+    """Build the library's config dataclass from a section's fields: its `__post_init__` is the
+    one place each architecture rule lives. Its message names the class; say the key instead."""
+    try:
+        config_class(**fields)
+    except ValueError as err:
+        name = config_class.__name__
+        raise ValueError(str(err).replace(f"{name}.", "").replace(f"{name}: ", "")) from None
+
+
+def _discriminator_problem(loss: AutoencoderLossSection, data: DataConfig) -> str | None:
+    """Run the discriminator on an empty (meta-device) clip of the pipeline's size: its own size
+    check, without a forward pass's cost. None when it accepts the size."""
+    import torch
+
+    from lvdm.discriminator import build_discriminator
+
+    with torch.device("meta"):
+        disc = build_discriminator(loss.discriminator, base_channels=1, num_layers=loss.disc_layers)
+        clip = torch.empty(1, 3, data.frames, data.resolution, data.resolution)
+        try:
+            disc(clip)
+        except (ValueError, RuntimeError) as err:
+            return (
+                f"autoencoder.loss.disc_layers={loss.disc_layers} is too deep for "
+                f"data.resolution={data.resolution} ({err}): lower autoencoder.loss.disc_layers or "
+                "raise data.resolution"
+            )
+    return None
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
@@ -343,6 +539,10 @@ def describe_errors(err: ValidationError) -> str:
             lines.append(f"  {path}: unknown key (given {error['input']!r}); allowed keys here: {allowed}")
         elif error["type"] == "missing":
             lines.append(f"  {path}: required key is missing")
+        elif error["type"] == "value_error" and isinstance(error["input"], dict):
+            # A check over a whole section (or across sections): its message names the keys.
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"  {message}" if not error["loc"] else f"  {path}: {message}")
         else:
             lines.append(f"  {path}: given {error['input']!r}; {error['msg']}")
     return "\n".join(lines)

@@ -164,11 +164,12 @@ def _open_record(config: PipelineConfig, workdir: Path, pipeline_path: str, run_
             run_id=new_run_id(), pipeline=pipeline_path, name=config.name, workdir=str(workdir)
         )
     record.folder.mkdir(parents=True, exist_ok=True)
+    # Rewritten on every resume: `lvdm resume RUN --set <section>.train.num_workers=16` changes
+    # execution settings only (same cache keys), and the record must say what runs now.
     config_path = record.folder / "config.yaml"
-    if not config_path.exists():
-        tmp = config_path.with_name(".config.yaml.tmp")
-        tmp.write_text(to_yaml(config))
-        tmp.replace(config_path)
+    tmp = config_path.with_name(".config.yaml.tmp")
+    tmp.write_text(to_yaml(config))
+    tmp.replace(config_path)
     return record
 
 

@@ -30,6 +30,7 @@ from lvdm.latent_sequence import encode_sequence
 from lvdm.precision import autocast, autocast_dtype
 from stages import tracking
 from stages.autoencoder_file import load_autoencoder
+from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
 from stages.ray_session import ensure_ray
 
@@ -59,6 +60,9 @@ def run(ctx: StageContext) -> dict:
     print(f"[cache_latents] {len(jobs)} shards, {len(pending)} to encode")
 
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
+    check_tasks(
+        "cache_latents", f"cache_latents.use_gpu={settings.use_gpu}", {"CPU": 1, "GPU": int(settings.use_gpu)}
+    )
     encode = _encode_shard.options(num_gpus=1 if settings.use_gpu else 0)
     refs = [
         encode.remote(

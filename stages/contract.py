@@ -2,10 +2,14 @@
 
 A stage is a name, its upstream stages, the config sections it reads and a `run` function.
 Its cache key hashes exactly those three things, so changing one section reruns the stages
-that read it and their dependents, nothing else. The runner owns the output folder's
-lifecycle (`manifest.json` written last, atomically); a stage writes its files inside the
-folder with temporary names and renames them when whole, so a killed stage leaves nothing
-that looks complete.
+that read it and their dependents, nothing else. Of a section it hashes only what changes the
+result (`Section.hashed()`: execution settings such as worker counts and GPUs, and options of
+datasets other than the chosen one, stay out), so a run resized from 8 workers to 16 finds
+its stage folders and Ray Train run names unchanged and resumes from its checkpoints.
+
+The runner owns the output folder's lifecycle (`manifest.json` written last, atomically);
+a stage writes its files inside the folder with temporary names and renames them when
+whole, so a killed stage leaves nothing that looks complete.
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ class Stage:
 
 
 def cache_key(stage: Stage, config: Any, input_keys: Mapping[str, str]) -> str:
+    """12 hex digits of the stage's name, the result-changing part of its sections, its inputs' keys."""
     payload = {
         "stage": stage.name,
-        "config": {s: config.section(s).model_dump(mode="json") for s in stage.sections},
+        "config": {s: config.section(s).hashed() for s in stage.sections},
         "inputs": dict(sorted(input_keys.items())),
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

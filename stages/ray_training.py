@@ -46,6 +46,7 @@ def fit(ctx: StageContext, loop: Callable[[dict], None], loop_config: dict, trai
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from stages.cluster_check import check_training
     from stages.ray_session import ensure_ray
 
     config = {
@@ -55,6 +56,9 @@ def fit(ctx: StageContext, loop: Callable[[dict], None], loop_config: dict, trai
         "fault_step": fault_step(ctx.name),
     }
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
+    # Before any worker starts: an impossible request is an error naming the --set that fits,
+    # not 60 s of waiting and a controller traceback.
+    check_training(ctx.name, ctx.config, train)
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from stages import cache_latents, shard, train_autoencoder, train_interp, train_pred, train_uncond
+from stages import (
+    cache_latents,
+    evaluate,
+    sample,
+    shard,
+    train_autoencoder,
+    train_interp,
+    train_pred,
+    train_uncond,
+)
 from stages.contract import Stage
 
 STAGES: dict[str, Stage] = {
@@ -14,5 +23,7 @@ STAGES: dict[str, Stage] = {
         train_uncond.STAGE,
         train_pred.STAGE,
         train_interp.STAGE,
+        sample.STAGE,
+        evaluate.STAGE,
     )
 }

@@ -64,3 +64,67 @@ def test_paper_pipelines_ship_the_paper_autoencoder():
     config = load_pipeline(PIPELINES / "ucf101.yaml", ["data.root=/data"])
     text = describe_model(config.autoencoder.model.model_dump(), config.data.frames, config.data.resolution)
     assert "7.46M encoder + 11.99M decoder" in text and "latent (4, 4, 32, 32)" in text and "192x" in text
+
+
+AE_STAGES = "stages=[shard, train_autoencoder, cache_latents]"
+DIFFUSION_STAGES = "stages=[shard, train_autoencoder, cache_latents, train_uncond]"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["autoencoder.model.fs=3"], ["autoencoder.model", "fs=3", "power of 2"]),
+        (
+            ["autoencoder.model.norm_groups=7"],
+            ["autoencoder.model", "norm_groups=7", "pick norm_groups dividing"],
+        ),
+        (["data.resolution=18", "autoencoder.loss.disc_layers=1"], ["data.resolution=18", "fs=4", "e.g. 16"]),
+        (["data.frames=7"], ["data.frames=7", "autoencoder.model.ft=2", "multiple of 2"]),
+        (
+            ["autoencoder.loss.disc_layers=4"],
+            ["autoencoder.loss.disc_layers=4", "at least 48x48", "lower autoencoder.loss.disc_layers"],
+        ),
+        (
+            ["autoencoder.loss={discriminator: spacetime, disc_layers: 4}"],
+            ["autoencoder.loss.disc_layers=4", "data.resolution=32"],
+        ),
+    ],
+)
+def test_autoencoder_cross_field_errors_surface_when_the_yaml_is_read(overrides, names):
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(PIPELINES / "demo.yaml", [AE_STAGES, *overrides])
+    message = str(err.value)
+    assert "demo.yaml" in message
+    for name in names:
+        assert name in message, (name, message)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (
+            ["diffusion.unet.in_channels=3"],
+            ["diffusion.unet.in_channels=3", "latent_channels=4", "set diffusion.unet.in_channels=4"],
+        ),
+        (["diffusion.unet.out_channels=8"], ["diffusion.unet.out_channels=8", "out_channels=4"]),
+        (
+            ["diffusion.unet.channel_mult=[1, 1, 1, 1, 1]"],
+            ["latent frames are 8x8", "downsampling 16", "diffusion.unet.channel_mult"],
+        ),
+        (["diffusion.unet.norm_groups=5"], ["diffusion.unet", "norm_groups=5"]),
+    ],
+)
+def test_diffusion_cross_field_errors_surface_when_the_yaml_is_read(overrides, names):
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(PIPELINES / "demo.yaml", [DIFFUSION_STAGES, *overrides])
+    message = str(err.value)
+    for name in names:
+        assert name in message, (name, message)
+
+
+def test_cross_field_checks_cover_only_the_stages_a_pipeline_runs():
+    """A shard-only pipeline may pick a resolution the (unused) autoencoder could not take."""
+    config = load_pipeline(PIPELINES / "demo.yaml", ["stages=[shard]", "data.resolution=18", "data.frames=7"])
+    assert config.data.resolution == 18
+    with pytest.raises(ConfigError, match="data.frames=7"):
+        load_pipeline(PIPELINES / "demo.yaml", ["data.frames=7"])

@@ -1,4 +1,5 @@
-"""train_uncond -> train_pred / train_interp on Ray Train: killed mid-way, resumed, tracked."""
+"""train_uncond -> train_pred / train_interp on Ray Train: killed mid-way, resumed, tracked;
+then sample and evaluate on the trained models."""
 
 import json
 from pathlib import Path
@@ -13,19 +14,29 @@ from stages.ray_training import FAULT_ENV
 from stages.unet_file import load_unet
 from tests.conftest import PIPELINES, TINY_AUTOENCODER, TINY_DEMO, TINY_DIFFUSION
 
-STAGES = "stages=[shard, train_autoencoder, cache_latents, train_uncond, train_pred, train_interp]"
+STAGES = (
+    "stages=[shard, train_autoencoder, cache_latents, train_uncond, train_pred, train_interp,"
+    " sample, evaluate]"
+)
+# Two 20-frame videos per strategy, evaluated in 10-frame windows (I3D needs 9+) against 4 real clips.
+SAMPLE = [
+    "data.synthetic.videos={train: 6, test: 4}",
+    "sample={videos: 2, frames: 20, settings: [default, neither], contact_columns: 4}",
+    "evaluate={window: 10, real_clips: 4, batch_size: 4}",
+]
 # No LPIPS and no GAN: the autoencoder only has to make latents for the diffusion stages.
 CHEAP_AUTOENCODER = ["autoencoder.loss={perceptual_weight: 0, disc_start: 1000}"]
 
 
 def _run(workdir: Path, **kwargs):
-    overrides = TINY_DEMO + TINY_AUTOENCODER + CHEAP_AUTOENCODER + TINY_DIFFUSION + [STAGES]
+    overrides = TINY_DEMO + TINY_AUTOENCODER + CHEAP_AUTOENCODER + TINY_DIFFUSION + SAMPLE + [STAGES]
     config = load_pipeline(PIPELINES / "demo.yaml", overrides)
     return run_pipeline(config, workdir, "demo.yaml", echo=lambda *_: None, **kwargs)
 
 
-def test_diffusion_stages_resume_after_a_crash_and_log_losses_previews_and_the_prediction_check(
-    ray_cluster, tmp_path, monkeypatch
+@pytest.mark.pretrained  # the evaluate stage runs the real I3D
+def test_diffusion_stages_resume_after_a_crash_then_sample_and_evaluate(
+    ray_cluster, pretrained_home, tmp_path, monkeypatch
 ):
     monkeypatch.setenv(FAULT_ENV, "train_uncond:3")  # crash after step 3; checkpoint at step 2
     with pytest.raises(PipelineError, match="train_uncond"):
@@ -37,7 +48,7 @@ def test_diffusion_stages_resume_after_a_crash_and_log_losses_previews_and_the_p
 
     monkeypatch.delenv(FAULT_ENV)
     record = _run(tmp_path, run_id=failed["run_id"])
-    assert [s.status for s in record.stages.values()] == ["done"] * 6
+    assert [s.status for s in record.stages.values()] == ["done"] * 8
     manifests = {
         name: json.loads((Path(record.stages[name].output) / "manifest.json").read_text())["outputs"]
         for name in ("train_uncond", "train_pred", "train_interp")
@@ -74,3 +85,29 @@ def test_diffusion_stages_resume_after_a_crash_and_log_losses_previews_and_the_p
     assert "preview/latent_mse" in pred_metrics and "check/prediction" in pred_metrics
     interp_run = record.stages["train_interp"].mlflow_run_id
     assert [a.path for a in client.list_artifacts(interp_run, "checkpoint")] == ["checkpoint/unet.pt"]
+
+    # sample: every (setting, strategy) job wrote its videos and a contact sheet.
+    sample = json.loads((Path(record.stages["sample"].output) / "manifest.json").read_text())["outputs"]
+    assert sorted(sample["jobs"]) == [
+        "default-autoregressive", "default-hierarchical", "neither-autoregressive", "neither-hierarchical"
+    ]  # fmt: skip
+    for job in sample["jobs"].values():
+        assert len(job["videos"]) == 2
+        assert (Path(record.stages["sample"].output) / job["contact_sheet"]).is_file()
+
+    # evaluate: FVD per 10-frame window (2 windows) per job, the floor, synthetic motion, plots.
+    evaluate_dir = Path(record.stages["evaluate"].output)
+    metrics = json.loads((evaluate_dir / "metrics.json").read_text())
+    assert metrics["features"] == "i3d-kinetics400-logits-time-averaged" and metrics["real_clips"] == 4
+    assert metrics["real_floor"]["clips"] == 2
+    for job in metrics["jobs"].values():
+        assert [w["start"] for w in job["fvd_curve"]] == [0, 10]
+        assert all(w["fvd"] >= 0 for w in job["fvd_curve"])
+        assert len(job["synthetic"]["windows"]) == 2
+    assert (evaluate_dir / "fvd_over_time.png").is_file()
+    assert (evaluate_dir / "synthetic_motion.png").is_file()
+    evaluate_run = record.stages["evaluate"].mlflow_run_id
+    assert "default-hierarchical/fvd" in client.get_run(evaluate_run).data.metrics
+    assert {a.path for a in client.list_artifacts(evaluate_run, "evaluation")} >= {
+        "evaluation/metrics.json", "evaluation/fvd_over_time.png"
+    }  # fmt: skip

@@ -1,0 +1,134 @@
+"""`lvdm sample` and `lvdm evaluate`: use a finished run's trained models.
+
+`lvdm sample` writes one long video straight from the run's three networks and autoencoder,
+in this process (no Ray), with a progress bar: the quick way to look at a model.
+`lvdm evaluate` runs the run's own pipeline through the `sample` and `evaluate` stages
+(adding them if the pipeline stopped earlier): every trained stage is cached, so only
+sampling and evaluation run, tracked in MLflow like any stage.
+`--run` defaults to the newest run whose models are complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.config import load_pipeline
+from pipelines.run_record import RunRecord, list_runs
+
+MODEL_STAGES = ("train_uncond", "train_pred", "train_interp")
+
+
+def add_parsers(sub: argparse._SubParsersAction, default_workdir: Path) -> None:
+    sample = sub.add_parser("sample", help="a long video from a finished run's models (mp4)")
+    sample.add_argument("--workdir", type=Path, default=default_workdir)
+    sample.add_argument("--run", help="run id (default: the newest run with trained models)")
+    sample.add_argument("--frames", type=int, default=1024, help="frames of the video (default 1024)")
+    sample.add_argument("--strategy", choices=("autoregressive", "hierarchical"), default="hierarchical")
+    sample.add_argument("--out", type=Path, help="mp4 path (default <workdir>/samples/<run>-<strategy>.mp4)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", default="auto", help="auto: cuda if available, else cpu")
+    sample.set_defaults(handler=cmd_sample)
+
+    evaluate = sub.add_parser("evaluate", help="sample + evaluate stages on a finished run's models")
+    evaluate.add_argument("--workdir", type=Path, default=default_workdir)
+    evaluate.add_argument("--run", help="run id (default: the newest run with trained models)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from data_prep.encode import write_mp4_streams
+    from lvdm.long_video import LongVideoPlan, SamplingSettings, long_video_frames
+    from stages.contract import read_manifest
+    from stages.sample import load_models, model_files
+
+    workdir = args.workdir.resolve()
+    record = run_with_models(workdir, args.run)
+    config = load_pipeline(record.folder / "config.yaml")
+    manifests = {name: read_manifest(Path(record.stages[name].output)) for name in MODEL_STAGES}
+    files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    models = load_models(files, device)
+    plan = LongVideoPlan(
+        strategy=args.strategy,
+        frames=args.frames,
+        clip=config.train_pred.frames,
+        cond_frames=config.train_pred.cond_frames,
+        latent_stride=config.train_pred.latent_stride,
+        sampling=SamplingSettings(**config.sampling.model_dump()),
+        max_batch=config.sample.max_batch,
+        decode_window=config.sample.decode_window,
+    )
+    out = args.out or workdir / "samples" / f"{record.run_id}-{args.strategy}-{args.frames}f.mp4"
+    resolution = config.data.resolution
+    generator = torch.Generator(device).manual_seed(args.seed)
+    chunks = long_video_frames(
+        models,
+        plan,
+        videos=1,
+        size=(resolution, resolution),
+        generator=generator,
+        device=device,
+        progress=True,
+    )
+    write_mp4_streams([out], (chunk.numpy() for chunk in chunks), fps=config.sample.fps)
+    print(f"wrote {out} ({args.frames} frames, {args.strategy}, run {record.run_id})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipelines.runner import run_pipeline
+
+    workdir = args.workdir.resolve()
+    record = run_with_models(workdir, args.run)
+    stages = [
+        s for s in load_pipeline(record.folder / "config.yaml").stages if s not in ("sample", "evaluate")
+    ]
+    overrides = [f"stages=[{', '.join([*stages, 'sample', 'evaluate'])}]"]
+    config = load_pipeline(record.folder / "config.yaml", overrides)
+    result = run_pipeline(config, workdir, record.pipeline, until="evaluate")
+    print_outputs(result)
+    return 0 if result.status == "done" else 1
+
+
+def print_outputs(record: RunRecord) -> None:
+    """Where a run's videos, plots and MLflow runs are: what a user looks at next."""
+    sample, evaluate = record.stages.get("sample"), record.stages.get("evaluate")
+    if sample and sample.output:
+        folder = Path(sample.output)
+        print(f"videos and contact sheets: {folder / 'videos'}, {folder / 'contact_sheets'}")
+    if evaluate and evaluate.output:
+        print(f"metrics and plots: {Path(evaluate.output)}/metrics.json, *.png")
+    if record.mlflow_tracking_uri:
+        ui = (
+            f"mlflow ui --backend-store-uri {record.mlflow_tracking_uri}"
+            if record.mlflow_tracking_uri.startswith("sqlite")
+            else record.mlflow_tracking_uri
+        )
+        print(f"MLflow: {ui}  (runs under 'Model training'; parent run {record.mlflow_parent_run_id})")
+
+
+def run_with_models(workdir: Path, run_id: str | None) -> RunRecord:
+    """`run_id`'s record, or the newest run whose three diffusion stages are complete."""
+    if run_id:
+        record = RunRecord.load(workdir, run_id)
+        missing = [s for s in MODEL_STAGES if not _complete(record, s)]
+        if missing:
+            raise SystemExit(
+                f"run {run_id} in {workdir} has no complete {missing}: `lvdm resume {run_id}` first"
+            )
+        return record
+    for candidate in sorted(list_runs(workdir), reverse=True):
+        record = RunRecord.load(workdir, candidate)
+        if all(_complete(record, s) for s in MODEL_STAGES):
+            return record
+    raise SystemExit(f"no run in {workdir} has trained {', '.join(MODEL_STAGES)}: `lvdm run` first")
+
+
+def _complete(record: RunRecord, stage: str) -> bool:
+    state = record.stages.get(stage)
+    return state is not None and state.status in ("done", "cached") and bool(state.output)

@@ -1,0 +1,268 @@
+"""Stage `sample`: long videos from the three trained models (LVDM §3.3), as H.264 mp4 files
+and contact sheets.
+
+One Ray task per (sampling setting, strategy): it loads the EMA networks and the autoencoder,
+generates `sample.videos` videos of `sample.frames` frames with `lvdm.long_video` (latents
+decoded in overlapped windows and streamed to the mp4 writers, so memory does not grow with
+length), and writes a contact sheet — a grid of frames at evenly spaced steps, one row per
+video, like the paper's Fig. 2/5. Each task writes its files under temporary names, then a
+record; a rerun redoes only the jobs without one.
+
+Settings are the paper's Fig. 7 ablation of conditional latent perturbation (s) and
+unconditional guidance (w): `default` uses the `sampling` section's s and w.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from data_prep.atomic import write_bytes_atomic, write_json_atomic
+from data_prep.chunks import is_complete, record_path
+from data_prep.encode import write_mp4_streams
+from lvdm.long_video import LongVideoModels, LongVideoPlan, SamplingSettings
+from stages import tracking
+from stages.cluster_check import check_tasks
+from stages.contract import Stage, StageContext
+from stages.ray_session import ensure_ray
+
+
+def sampling_settings(sampling: dict, names: Iterable[str]) -> dict[str, SamplingSettings]:
+    """Each named setting of the ablation as the sampler options it means."""
+    base = SamplingSettings(**sampling)
+    variants = {
+        "default": base,
+        "no_perturbation": dataclasses.replace(base, noise_level=0),
+        "no_guidance": dataclasses.replace(base, guidance_weight=0.0),
+        "neither": dataclasses.replace(base, noise_level=0, guidance_weight=0.0),
+    }
+    return {name: variants[name] for name in names}
+
+
+def run(ctx: StageContext) -> dict:
+    section, data = ctx.config.sample, ctx.config.data
+    files = model_files(ctx.inputs) | {"schedule": ctx.config.diffusion.schedule.model_dump()}
+    settings = sampling_settings(ctx.config.sampling.model_dump(), section.settings)
+    jobs = [(name, strategy) for name in settings for strategy in section.strategies]
+    pending = [job for job in jobs if not is_complete(ctx.out_dir, job_name(*job))]
+    print(
+        f"[sample] {len(jobs)} jobs of {section.videos} x {section.frames}-frame videos; {len(pending)} to do"
+    )
+
+    ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
+    check_tasks("sample", f"sample.use_gpu={section.use_gpu}", {"CPU": 1, "GPU": int(section.use_gpu)})
+    task = _sample_task.options(num_gpus=1 if section.use_gpu else 0)
+    plan = {
+        "frames": section.frames,
+        "clip": ctx.config.train_pred.frames,
+        "cond_frames": ctx.config.train_pred.cond_frames,
+        "latent_stride": ctx.config.train_pred.latent_stride,
+        "max_batch": section.max_batch,
+        "decode_window": section.decode_window,
+    }
+    refs = {
+        task.remote(
+            str(ctx.out_dir),
+            name,
+            strategy,
+            dataclasses.asdict(settings[name]),
+            plan,
+            files,
+            section.videos,
+            data.resolution,
+            section.fps,
+            section.contact_columns,
+            section.seed,
+        ): job_name(name, strategy)
+        for name, strategy in pending
+    }
+    failures = []
+    with tqdm(total=len(refs), desc="sample", unit="job") as bar:
+        remaining = list(refs)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            try:
+                ray.get(done[0])
+            except Exception as err:  # noqa: BLE001 - every failed job is reported by name below
+                failures.append(f"{refs[done[0]]}: {type(err).__name__}: {err}")
+            bar.update(1)
+    if failures:
+        raise RuntimeError("sampling failed for " + "; ".join(failures) + " (rerun to redo only these)")
+
+    records = {
+        job_name(*job): json.loads(record_path(ctx.out_dir, job_name(*job)).read_text()) for job in jobs
+    }
+    for name, record in records.items():
+        tracking.log_artifact(ctx.tracking, ctx.out_dir / record["contact_sheet"], "contact_sheets")
+        tracking.log_artifact(ctx.tracking, ctx.out_dir / record["videos"][0], f"videos/{name}")
+        tracking.log_metrics(ctx.tracking, {f"{name}/seconds_per_frame": record["seconds_per_frame"]}, 0)
+    return {
+        "jobs": records,
+        "frames": section.frames,
+        "videos_per_job": section.videos,
+        "settings": {name: dataclasses.asdict(value) for name, value in settings.items()},
+        "strategies": list(section.strategies),
+        "fps": section.fps,
+    }
+
+
+def model_files(inputs: dict) -> dict:
+    """Paths of the trained networks and the autoencoder, with the latent normalisation."""
+    pred = inputs["train_pred"]
+    return {
+        "unconditional": str(
+            Path(inputs["train_uncond"]["out_dir"]) / inputs["train_uncond"]["outputs"]["unet"]
+        ),
+        "prediction": str(Path(pred["out_dir"]) / pred["outputs"]["unet"]),
+        "interpolation": str(
+            Path(inputs["train_interp"]["out_dir"]) / inputs["train_interp"]["outputs"]["unet"]
+        ),
+        "autoencoder": pred["outputs"]["autoencoder"],
+        "scale": pred["outputs"]["scale"],
+        "shift": pred["outputs"]["shift"],
+    }
+
+
+def job_name(setting: str, strategy: str) -> str:
+    return f"{setting}-{strategy}"
+
+
+def load_models(files: dict, device: torch.device) -> LongVideoModels:
+    """EMA networks and the autoencoder in eval mode on `device`."""
+    from lvdm.diffusion.schedule import NoiseSchedule
+    from stages.autoencoder_file import load_autoencoder
+    from stages.unet_file import load_unet
+
+    autoencoder, _ = load_autoencoder(Path(files["autoencoder"]))
+    prediction, _ = load_unet(Path(files["prediction"]))
+    interpolation, _ = load_unet(Path(files["interpolation"]))
+    unconditional, _ = load_unet(Path(files["unconditional"]))
+    return LongVideoModels(
+        prediction=prediction.to(device),
+        interpolation=interpolation.to(device),
+        unconditional=unconditional.to(device),
+        autoencoder=autoencoder.to(device),
+        schedule=NoiseSchedule.linear(**files["schedule"]),
+        scale=files["scale"],
+        shift=files["shift"],
+    )
+
+
+@ray.remote(num_cpus=1)
+def _sample_task(
+    out_dir: str,
+    setting: str,
+    strategy: str,
+    sampling: dict,
+    plan: dict,
+    files: dict,
+    videos: int,
+    resolution: int,
+    fps: float,
+    columns: int,
+    seed: int,
+) -> dict:
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+    options = {"videos": videos, "resolution": resolution, "fps": fps, "columns": columns, "seed": seed}
+    return sample_job(
+        Path(out_dir), setting, strategy, SamplingSettings(**sampling), plan, files, device=device, **options
+    )
+
+
+def sample_job(
+    out_dir: Path,
+    setting: str,
+    strategy: str,
+    sampling: SamplingSettings,
+    plan: dict,
+    files: dict,
+    *,
+    videos: int,
+    resolution: int,
+    fps: float,
+    columns: int,
+    seed: int,
+    device: torch.device,
+    progress: bool = False,
+) -> dict:
+    """Generate one job's videos and contact sheet, then write its record (plain, no Ray)."""
+    from lvdm.long_video import long_video_frames
+
+    name = job_name(setting, strategy)
+    models = load_models(files, device)
+    long_plan = LongVideoPlan(strategy=strategy, sampling=sampling, **plan)
+    generator = torch.Generator(device).manual_seed(seed)
+    started = time.perf_counter()
+    chunks = long_video_frames(
+        models,
+        long_plan,
+        videos=videos,
+        size=(resolution, resolution),
+        generator=generator,
+        progress=progress,
+    )
+    steps = contact_steps(plan["frames"], columns)
+    sheet_frames: dict[int, np.ndarray] = {}
+    paths = [out_dir / "videos" / setting / strategy / f"video-{i:03d}.mp4" for i in range(videos)]
+    write_mp4_streams(paths, _keep_frames(chunks, steps, sheet_frames), fps=fps)
+    seconds = time.perf_counter() - started
+    sheet = out_dir / "contact_sheets" / f"{name}.png"
+    write_contact_sheet(sheet, [sheet_frames[s] for s in steps])
+    record = {
+        "setting": setting,
+        "strategy": strategy,
+        "videos": [str(p.relative_to(out_dir)) for p in paths],
+        "contact_sheet": str(sheet.relative_to(out_dir)),
+        "contact_steps": steps,
+        "sampling": dataclasses.asdict(sampling),
+        "seconds": seconds,
+        "seconds_per_frame": seconds / (videos * plan["frames"]),
+    }
+    write_json_atomic(record_path(out_dir, name), record)
+    return record
+
+
+def contact_steps(frames: int, columns: int) -> list[int]:
+    """`columns` frame indices evenly spaced from the first to the last frame."""
+    columns = min(columns, frames)
+    return sorted({round(i * (frames - 1) / max(columns - 1, 1)) for i in range(columns)})
+
+
+def _keep_frames(chunks: Iterable[torch.Tensor], steps: list[int], kept: dict[int, np.ndarray]) -> Iterator:
+    """Pass chunks `(n t h w c)` on to the writer, keeping the frames at `steps` of every video."""
+    start = 0
+    for chunk in chunks:
+        array = np.asarray(chunk)
+        for step in steps:
+            if start <= step < start + array.shape[1]:
+                kept[step] = array[:, step - start]
+        start += array.shape[1]
+        yield array
+
+
+def write_contact_sheet(path: Path, columns: list[np.ndarray]) -> None:
+    """A PNG grid: one row per video, one column per kept step (`columns[j]`: `(n h w c)`)."""
+    grid = np.concatenate([np.concatenate(list(column), axis=0) for column in columns], axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+STAGE = Stage(
+    name="sample",
+    run=run,
+    sections=("sample", "sampling"),
+    inputs=("train_uncond", "train_pred", "train_interp"),
+    description="long videos (LVDM §3.3): autoregressive and hierarchical, mp4 + contact sheets",
+)
