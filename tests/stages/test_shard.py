@@ -26,6 +26,7 @@ BUILDERS = {
 
 def _shard(pipeline: str, root: Path, workdir: Path, *extra: str) -> dict:
     overrides = [
+        "stages=[shard]",  # 16x16 clips of 6 frames suit no paper autoencoder: checked at load time
         f"data.root={root}",
         "data.resolution=16",
         f"data.frames={FRAMES}",
