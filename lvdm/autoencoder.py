@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+UPSAMPLE_KINDS = ("transposed", "nearest")
+
 
 @dataclass
 class AutoencoderConfig:
@@ -45,6 +47,11 @@ class AutoencoderConfig:
     decoder_res_blocks: int = 2
     kernel_size: int = 4
     norm_groups: int = 32
+    # How the decoder upsamples: "transposed" is the release's kernel-4 transposed conv;
+    # "nearest" repeats each voxel `stride` times, then a 3x3x3 conv (Odena et al. 2016,
+    # "Deconvolution and checkerboard artifacts"): no checkerboard at initialisation, where a
+    # transposed conv starts with one and has to learn it away.
+    upsample: str = "transposed"
     # Latent diffusion clamps the predicted log-variance so exp() never over/underflows.
     logvar_min: float = -30.0
     logvar_max: float = 20.0
@@ -67,6 +74,8 @@ class AutoencoderConfig:
                 f"{len(self.channel_multipliers)} entries, but fs={self.fs}, ft={self.ft} need "
                 f"max(log2 fs, log2 ft) = {self.num_levels} levels; give one multiplier per level or None"
             )
+        if self.upsample not in UPSAMPLE_KINDS:
+            raise ValueError(f"AutoencoderConfig.upsample={self.upsample!r}: choose one of {UPSAMPLE_KINDS}")
         if self.kernel_size < 2:
             raise ValueError(f"AutoencoderConfig.kernel_size={self.kernel_size}: must be >= 2 (stride 2)")
         for channels in (self.hidden, *self.level_channels):
@@ -138,6 +147,25 @@ class SamePadConvTranspose3d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, self.pad, mode="replicate"))
+
+
+class NearestUpsampleConv3d(nn.Module):
+    """Nearest-neighbour upsampling by `stride`, then a replicate-padded 3x3x3 conv.
+
+    A transposed conv with stride 2 gives every output phase its own kernel taps, so a
+    constant latent decodes to a checkerboard until those taps are learned equal; repeating
+    voxels first makes every phase see the same weights.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride=(1, 1, 1)) -> None:
+        super().__init__()
+        self.stride = tuple(stride)
+        self.conv = SamePadConv3d(in_channels, out_channels, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if any(s > 1 for s in self.stride):
+            x = F.interpolate(x, scale_factor=self.stride, mode="nearest")
+        return self.conv(x)
 
 
 def _same_padding(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
@@ -225,14 +253,13 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
-        k = config.kernel_size
         # Mirrors the encoder's channels (256 -> 128 -> 64 for the paper). The strides are
         # applied in the encoder's order, as in the release: temporal upsampling happens at
         # the coarse end, which does not change shapes or parameter counts.
         channels = (config.latent_channels, *reversed(config.level_channels))
         self.levels = nn.ModuleList(
             nn.Sequential(
-                SamePadConvTranspose3d(channels[i], channels[i + 1], k, stride=stride),
+                _upsample(config, channels[i], channels[i + 1], stride),
                 *(ResBlock(channels[i + 1], config.norm_groups) for _ in range(config.decoder_res_blocks)),
             )
             for i, stride in enumerate(config.strides)
@@ -244,6 +271,12 @@ class Decoder(nn.Module):
         for level in self.levels:
             h = level(h)
         return self.conv_out(h)
+
+
+def _upsample(config: AutoencoderConfig, in_channels: int, out_channels: int, stride) -> nn.Module:
+    if config.upsample == "nearest":
+        return NearestUpsampleConv3d(in_channels, out_channels, stride)
+    return SamePadConvTranspose3d(in_channels, out_channels, config.kernel_size, stride=stride)
 
 
 class VideoAutoencoder(nn.Module):

@@ -59,10 +59,13 @@ class AutoencoderTrainer:
         grad_clip: float | None = 1.0,
         autocast_dtype: torch.dtype | None = None,
         seed: int = 0,
+        sample_posterior: bool = True,
     ) -> None:
         """`lr` 3.6e-5 and betas (0.5, 0.9) are the official `videoae` settings (Adam there;
         AdamW with `weight_decay=0` is the same update). `autocast_dtype` is torch.bfloat16 or
         torch.float16 on GPU (fp16 adds a gradient scaler per optimiser), None for fp32 / CPU.
+        `sample_posterior=False` decodes the posterior mean in training (deterministic
+        autoencoder); the release samples.
         """
         if not isinstance(unwrap(model), VideoAutoencoder):
             raise TypeError(
@@ -76,6 +79,7 @@ class AutoencoderTrainer:
         self.grad_clip = grad_clip
         self.autocast_dtype = autocast_dtype
         self.seed = seed
+        self.sample_posterior = sample_posterior
         self.opt_ae = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
         self.opt_disc = torch.optim.AdamW(
             discriminator.parameters(),
@@ -105,7 +109,7 @@ class AutoencoderTrainer:
         generator = self._sample_generator(batch.device)
 
         with self._autocast(batch.device):
-            recon, posterior = self.model(batch, generator=generator)
+            recon, posterior = self.model(batch, sample_posterior=self.sample_posterior, generator=generator)
             logits_fake = None
             if adversarial:
                 bare_disc = unwrap(self.discriminator)

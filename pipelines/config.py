@@ -143,6 +143,9 @@ class AutoencoderModelSection(Section):
     encoder_res_blocks: int = Field(1, ge=0)
     decoder_res_blocks: int = Field(2, ge=0)
     norm_groups: int = Field(32, ge=1)
+    upsample: Literal["transposed", "nearest"] = Field(
+        "transposed", description="decoder upsampling: the release's transposed conv, or nearest + conv"
+    )
 
     @model_validator(mode="after")
     def _builds(self) -> AutoencoderModelSection:
@@ -206,6 +209,10 @@ class TrainSection(Section):
 
 class AutoencoderTrainSection(TrainSection):
     lr: float = Field(3.6e-5, gt=0)
+    betas: tuple[float, float] = Field((0.5, 0.9), description="AdamW betas; official videoae (0.5, 0.9)")
+    sample_posterior: bool = Field(
+        True, description="decode a posterior sample in training (official); false: the mean"
+    )
     normalisation_clips: int = Field(32, ge=1, description="clips encoded to compute the latent scale/shift")
 
 

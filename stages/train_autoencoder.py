@@ -120,7 +120,9 @@ def _train_loop(cfg: dict) -> None:
         discriminator,
         loss,
         lr=train["lr"],
+        betas=tuple(train["betas"]),
         grad_clip=train["grad_clip"],
+        sample_posterior=train["sample_posterior"],
         autocast_dtype=session.autocast_dtype(train["precision"]),
         seed=train["seed"] + session.rank,
     )

@@ -124,3 +124,25 @@ def test_latent_normalisation_gives_zero_mean_unit_variance_and_inverts():
     assert torch.allclose(z_norm / scale - shift, z, atol=1e-5)
     with pytest.raises(ValueError, match="degenerate"):
         latent_normalisation(torch.ones(10))
+
+
+def test_nearest_upsampling_decodes_a_constant_latent_without_a_checkerboard():
+    torch.manual_seed(0)
+    config = dict(hidden=8, fs=4, ft=2, norm_groups=2)
+    z = torch.full((1, 4, 2, 4, 4), 0.5)
+    with torch.no_grad():
+        nearest = VideoAutoencoder(AutoencoderConfig(upsample="nearest", **config)).decode(z)
+        transposed = VideoAutoencoder(AutoencoderConfig(**config)).decode(z)
+    # Every output phase of a stride-2 transposed conv has its own taps: a 2x2 pattern.
+    spatial_spread = lambda video: video.flatten(2).std(dim=2).max().item()  # noqa: E731
+    assert spatial_spread(nearest) < 1e-5
+    assert spatial_spread(transposed) > 1e-3
+    assert (transposed[..., ::2, ::2] - transposed[..., 1::2, 1::2]).abs().mean() > 1e-3
+
+
+def test_upsample_choice_is_checked_and_the_paper_keeps_transposed_convs():
+    with pytest.raises(ValueError, match="upsample='bilinear'"):
+        AutoencoderConfig(upsample="bilinear")
+    assert AutoencoderConfig.paper().upsample == "transposed"
+    nearest = VideoAutoencoder(AutoencoderConfig(hidden=8, fs=4, ft=2, norm_groups=8, upsample="nearest"))
+    assert not any(isinstance(m, nn.ConvTranspose3d) for m in nearest.modules())

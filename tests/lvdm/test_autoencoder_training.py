@@ -145,3 +145,14 @@ def test_psnr_of_videos_in_minus_one_to_one():
     # An error of 0.2 on [-1, 1] is 0.1 on [0, 1]: MSE 0.01, 20 dB.
     assert psnr(x, x + 0.2) == pytest.approx(20.0, abs=1e-4)
     assert psnr(x, x) == math.inf
+
+
+def test_training_on_the_posterior_mean_does_not_depend_on_the_sampling_seed(one_thread):
+    clips = synthetic_clips(2)
+    mean_a, mean_b = (tiny_trainer(seed=0, sample_posterior=False) for _ in range(2))
+    mean_b.seed = 99  # another posterior-sampling generator: unused on the mean
+    sampled = tiny_trainer(seed=0)
+    for step in range(3):
+        logs = [trainer.step(clips, step) for trainer in (mean_a, mean_b, sampled)]
+    assert logs[0]["ae/loss"] == logs[1]["ae/loss"]
+    assert logs[0]["ae/loss"] != logs[2]["ae/loss"]
