@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from lvdm.autoencoder import VideoAutoencoder
 from lvdm.losses.autoencoder_loss import AutoencoderLoss
+from lvdm.resumable_generator import ResumableGenerator
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -90,8 +91,7 @@ class AutoencoderTrainer:
         fp16 = autocast_dtype == torch.float16
         self.scaler_ae = torch.amp.GradScaler(enabled=fp16)
         self.scaler_disc = torch.amp.GradScaler(enabled=fp16)
-        self._generator: torch.Generator | None = None
-        self._generator_state: Tensor | None = None
+        self.generator = ResumableGenerator(seed)
 
     @property
     def autoencoder(self) -> VideoAutoencoder:
@@ -106,7 +106,7 @@ class AutoencoderTrainer:
         self.model.train()
         self.discriminator.train()
         adversarial = self.loss.adversarial_active(global_step)
-        generator = self._sample_generator(batch.device)
+        generator = self.generator.on(batch.device)
 
         with self._autocast(batch.device):
             recon, posterior = self.model(batch, sample_posterior=self.sample_posterior, generator=generator)
@@ -156,9 +156,6 @@ class AutoencoderTrainer:
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly: weights, both optimisers and
         scalers, and the posterior-sampling generator."""
-        generator_state = (
-            self._generator.get_state() if self._generator is not None else self._generator_state
-        )
         return {
             "model": self.autoencoder.state_dict(),
             "discriminator": unwrap(self.discriminator).state_dict(),
@@ -166,7 +163,7 @@ class AutoencoderTrainer:
             "opt_disc": self.opt_disc.state_dict(),
             "scaler_ae": self.scaler_ae.state_dict(),
             "scaler_disc": self.scaler_disc.state_dict(),
-            "generator": generator_state,
+            "generator": self.generator.state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -181,17 +178,7 @@ class AutoencoderTrainer:
             self.scaler_ae.load_state_dict(state["scaler_ae"])
         if state.get("scaler_disc"):
             self.scaler_disc.load_state_dict(state["scaler_disc"])
-        self._generator = None
-        self._generator_state = state.get("generator")
-
-    def _sample_generator(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-            if self._generator_state is not None:
-                self._generator.set_state(self._generator_state.cpu())
-            else:
-                self._generator.manual_seed(self.seed)
-        return self._generator
+        self.generator.load(state.get("generator"))
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:

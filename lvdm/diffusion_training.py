@@ -22,6 +22,7 @@ from lvdm.diffusion.loss import diffusion_loss
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.ema import EMA
 from lvdm.precision import autocast
+from lvdm.resumable_generator import ResumableGenerator
 
 MaskSampler = Callable[[int, int, torch.Generator], Tensor]  # (batch, frames, generator) -> (b t) bool
 
@@ -66,8 +67,7 @@ class DiffusionTrainer:
         self.seed = seed
         self.last_timesteps: Tensor | None = None
         self.last_losses: Tensor | None = None
-        self._generator: torch.Generator | None = None
-        self._generator_state: Tensor | None = None
+        self.generator = ResumableGenerator(seed)
 
     @property
     def network(self) -> nn.Module:
@@ -81,7 +81,7 @@ class DiffusionTrainer:
         for per-timestep-bucket logging.
         """
         self.model.train()
-        generator = self._sample_generator(batch.device)
+        generator = self.generator.on(batch.device)
         b, _, frames, _, _ = batch.shape
         mask = self.mask_sampler(b, frames, generator).to(batch.device) if self.mask_sampler else None
         with autocast(batch.device, self.autocast_dtype):
@@ -107,14 +107,11 @@ class DiffusionTrainer:
         return logs
 
     def state_dict(self) -> dict:
-        generator_state = (
-            self._generator.get_state() if self._generator is not None else self._generator_state
-        )
         return {
             "model": self.network.state_dict(),
             "ema": self.ema.state_dict(),
             "optimiser": self.optimiser.state_dict(),
-            "generator": generator_state,
+            "generator": self.generator.state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -124,17 +121,7 @@ class DiffusionTrainer:
         self.network.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimiser.load_state_dict(state["optimiser"])
-        self._generator = None
-        self._generator_state = state.get("generator")
-
-    def _sample_generator(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-            if self._generator_state is not None:
-                self._generator.set_state(self._generator_state.cpu())
-            else:
-                self._generator.manual_seed(self.seed)
-        return self._generator
+        self.generator.load(state.get("generator"))
 
 
 class TimestepBuckets:

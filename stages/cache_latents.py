@@ -32,7 +32,7 @@ from stages import tracking
 from stages.autoencoder_file import load_autoencoder
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
-from stages.ray_session import ensure_ray
+from stages.ray_session import ensure_ray, task_device
 
 LATENT_INDEX_SCHEMA = pa.schema(
     [
@@ -134,8 +134,7 @@ def run(ctx: StageContext) -> dict:
 def _encode_shard(
     split: str, src: str, dst: str, ae_path: str, frames: int, stride: int, batch_size: int, precision: str
 ) -> dict:
-    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+    device = task_device()
     dtype = autocast_dtype(precision, device)
     return encode_shard(split, Path(src), Path(dst), Path(ae_path), frames, stride, batch_size, device, dtype)
 

@@ -29,7 +29,7 @@ from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from stages import tracking
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
-from stages.ray_session import ensure_ray
+from stages.ray_session import ensure_ray, task_device
 
 METRICS = "metrics.json"
 
@@ -73,8 +73,7 @@ def run(ctx: StageContext) -> dict:
 
 @ray.remote(num_cpus=1)
 def _evaluate_task(real_shards: str, jobs: dict[str, list[str]], options: dict) -> dict:
-    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+    device = task_device()
     return evaluate_jobs(real_shards, jobs, device=device, **options)
 
 

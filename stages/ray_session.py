@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import ray
+import torch
 
 
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -17,3 +18,11 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus, log_to_driver=True)
+
+
+def task_device() -> torch.device:
+    """Inside a Ray task: torch threads = the CPUs Ray granted (it pins OMP to them), and the
+    GPU when the task was granted one."""
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    return torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")

@@ -34,7 +34,7 @@ from lvdm.long_video import LongVideoModels, LongVideoPlan, SamplingSettings
 from stages import tracking
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
-from stages.ray_session import ensure_ray
+from stages.ray_session import ensure_ray, task_device
 
 
 def sampling_settings(sampling: dict, names: Iterable[str]) -> dict[str, SamplingSettings]:
@@ -78,11 +78,13 @@ def run(ctx: StageContext) -> dict:
             dataclasses.asdict(settings[name]),
             plan,
             files,
-            section.videos,
-            data.resolution,
-            section.fps,
-            section.contact_columns,
-            section.seed,
+            {
+                "videos": section.videos,
+                "resolution": data.resolution,
+                "fps": section.fps,
+                "columns": section.contact_columns,
+                "seed": section.seed,
+            },
         ): job_name(name, strategy)
         for name, strategy in pending
     }
@@ -160,21 +162,9 @@ def load_models(files: dict, device: torch.device) -> LongVideoModels:
 
 @ray.remote(num_cpus=1)
 def _sample_task(
-    out_dir: str,
-    setting: str,
-    strategy: str,
-    sampling: dict,
-    plan: dict,
-    files: dict,
-    videos: int,
-    resolution: int,
-    fps: float,
-    columns: int,
-    seed: int,
+    out_dir: str, setting: str, strategy: str, sampling: dict, plan: dict, files: dict, options: dict
 ) -> dict:
-    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
-    options = {"videos": videos, "resolution": resolution, "fps": fps, "columns": columns, "seed": seed}
+    device = task_device()
     return sample_job(
         Path(out_dir), setting, strategy, SamplingSettings(**sampling), plan, files, device=device, **options
     )
