@@ -78,7 +78,10 @@ DIFFUSION_STAGES = "stages=[shard, train_autoencoder, cache_latents, train_uncon
             ["autoencoder.model.norm_groups=7"],
             ["autoencoder.model", "norm_groups=7", "pick norm_groups dividing"],
         ),
-        (["data.resolution=18", "autoencoder.loss.disc_layers=1"], ["data.resolution=18", "fs=4", "e.g. 16"]),
+        (
+            ["data.resolution=18", "autoencoder.model.fs=4", "autoencoder.loss.disc_layers=1"],
+            ["data.resolution=18", "fs=4", "e.g. 16"],
+        ),
         (["data.frames=7"], ["data.frames=7", "autoencoder.model.ft=2", "multiple of 2"]),
         (
             ["autoencoder.loss.disc_layers=4"],
@@ -108,8 +111,8 @@ def test_autoencoder_cross_field_errors_surface_when_the_yaml_is_read(overrides,
         ),
         (["diffusion.unet.out_channels=8"], ["diffusion.unet.out_channels=8", "out_channels=4"]),
         (
-            ["diffusion.unet.channel_mult=[1, 1, 1, 1, 1]"],
-            ["latent frames are 8x8", "downsampling 16", "diffusion.unet.channel_mult"],
+            ["diffusion.unet.channel_mult=[1, 1, 1, 1, 1, 1]"],
+            ["latent frames are 16x16", "downsampling 32", "diffusion.unet.channel_mult"],
         ),
         (["diffusion.unet.norm_groups=5"], ["diffusion.unet", "norm_groups=5"]),
     ],

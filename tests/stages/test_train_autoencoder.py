@@ -24,7 +24,9 @@ STAGES = "stages=[shard, train_autoencoder, cache_latents]"
 
 def _run(workdir: Path, **kwargs):
     # Two Ray Train workers: DDP over gloo, each rank reading its own shards.
+    # fp32 encoding: the round trip below compares stored latents with a direct fp32 encode.
     overrides = TINY_DEMO + TINY_AUTOENCODER + [STAGES, "autoencoder.train.num_workers=2"]
+    overrides += ["cache_latents.precision=fp32"]
     config = load_pipeline(PIPELINES / "demo.yaml", overrides)
     return run_pipeline(config, workdir, "demo.yaml", echo=lambda *_: None, **kwargs)
 
