@@ -10,7 +10,7 @@ This prints, side by side, seconds per training step in fp32 and under bf16 auto
 
 1. the demo autoencoder (8x32x32 clips, batch 4, L1, no LPIPS) and the paper autoencoder
    (16x64x64 clips, batch 1);
-2. the demo UNet (4x4x8x8 latents, batch 8) and a paper-layout UNet at reduced width
+2. the demo UNet (4x4x16x16 latents, batch 8) and a paper-layout UNet at reduced width
    (4x4x32x32 latents, batch 1, `--paper-channels`).
 """
 
@@ -77,8 +77,8 @@ def main() -> None:
     rows = [
         ("demo autoencoder, 4 x 8x32x32", lambda dt: autoencoder_step(demo_ae, (8, 32, 32), 4, dt, device)),
         (
-            "demo UNet, 8 x 4x4x8x8 latents",
-            lambda dt: unet_step(demo["diffusion"]["unet"], (4, 8, 8), 8, dt, device),
+            "demo UNet, 8 x 4x4x16x16 latents",
+            lambda dt: unet_step(demo["diffusion"]["unet"], (4, 16, 16), 8, dt, device),
         ),
     ]
     if not args.skip_paper:
