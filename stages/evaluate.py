@@ -7,7 +7,7 @@ clips of the test split — window 0 is FVD16, the rest the paper's FVD-over-tim
 (Fig. 6). Every figure sits beside the real-vs-real floor: FVD between two disjoint halves of
 the real clips, the value a perfect generator would score at that N. On the synthetic
 dataset the generated motion is also checked against the physics it was made from
-(`lvdm.metrics.synthetic_motion`), which, unlike FVD, sees broken motion.
+(`data_prep.synthetic_motion`), which, unlike FVD, sees broken motion.
 
 Real-set features are cached under the shard stage's cache key in `<workdir>/cache/i3d/`,
 so another evaluation of the same data does not rerun I3D on it. The work runs in one Ray
@@ -132,7 +132,7 @@ def evaluate_jobs(
 def synthetic_scores(paths: list[str], window: int) -> dict:
     """Synthetic-motion metrics per window (averaged over videos) and per video."""
     from data_prep.decode import decode_video
-    from lvdm.metrics.synthetic_motion import average_windows, motion_metrics
+    from data_prep.synthetic_motion import average_windows, motion_metrics
 
     reports = [motion_metrics(decode_video(path).frames, window=window) for path in paths]
     videos = [report.as_dict()["video"] for report in reports]

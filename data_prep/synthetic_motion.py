@@ -50,7 +50,7 @@ the colour is exact; position and area are exact up to rasterisation. A centroid
 steps as a boundary crosses pixel centres, ±0.5 pixel per axis at worst, so the motion error
 (a second difference of centroids) has a floor of about 0.5 pixel (max 1.4) at 32 and 64
 pixels, and the area of the smallest shapes jitters by a few percent. Shuffling the frames
-in time raises the motion error 15-40 fold (tests/lvdm/test_synthetic_motion.py).
+in time raises the motion error 15-40 fold (tests/data_prep/test_synthetic_motion.py).
 """
 
 from __future__ import annotations

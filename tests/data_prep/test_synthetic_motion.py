@@ -19,7 +19,7 @@ from scipy import ndimage
 from data_prep.decode import decode_video
 from data_prep.encode import write_mp4
 from data_prep.sources import synthetic
-from lvdm.metrics.synthetic_motion import (
+from data_prep.synthetic_motion import (
     PALETTE,
     average_windows,
     bounce_prediction_error,
