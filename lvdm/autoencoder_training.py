@@ -26,14 +26,8 @@ from torch import Tensor, nn
 
 from lvdm.autoencoder import VideoAutoencoder
 from lvdm.losses.autoencoder_loss import AutoencoderLoss
+from lvdm.parallel import unwrap
 from lvdm.resumable_generator import ResumableGenerator
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The bare module inside DistributedDataParallel (or DataParallel); else itself."""
-    return (
-        module.module if isinstance(module, nn.parallel.DistributedDataParallel | nn.DataParallel) else module
-    )
 
 
 def psnr(x: Tensor, y: Tensor) -> float:
@@ -79,7 +73,6 @@ class AutoencoderTrainer:
         self.loss = loss
         self.grad_clip = grad_clip
         self.autocast_dtype = autocast_dtype
-        self.seed = seed
         self.sample_posterior = sample_posterior
         self.opt_ae = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
         self.opt_disc = torch.optim.AdamW(

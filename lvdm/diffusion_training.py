@@ -21,15 +21,11 @@ from torch import Tensor, nn
 from lvdm.diffusion.loss import diffusion_loss
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.ema import EMA
+from lvdm.parallel import unwrap
 from lvdm.precision import autocast
 from lvdm.resumable_generator import ResumableGenerator
 
 MaskSampler = Callable[[int, int, torch.Generator], Tensor]  # (batch, frames, generator) -> (b t) bool
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The bare module inside DistributedDataParallel; else itself."""
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
 class DiffusionTrainer:
@@ -64,7 +60,6 @@ class DiffusionTrainer:
         self.mask_sampler = mask_sampler
         self.max_noise_level = max_noise_level
         self.autocast_dtype = autocast_dtype
-        self.seed = seed
         self.last_timesteps: Tensor | None = None
         self.last_losses: Tensor | None = None
         self.generator = ResumableGenerator(seed)

@@ -11,6 +11,7 @@ from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder
 from lvdm.autoencoder_training import AutoencoderTrainer, psnr
 from lvdm.discriminator import build_discriminator
 from lvdm.losses.autoencoder_loss import AutoencoderLoss, AutoencoderLossConfig
+from lvdm.resumable_generator import ResumableGenerator
 
 
 class FeatureDistance(nn.Module):
@@ -150,7 +151,7 @@ def test_psnr_of_videos_in_minus_one_to_one():
 def test_training_on_the_posterior_mean_does_not_depend_on_the_sampling_seed(one_thread):
     clips = synthetic_clips(2)
     mean_a, mean_b = (tiny_trainer(seed=0, sample_posterior=False) for _ in range(2))
-    mean_b.seed = 99  # another posterior-sampling generator: unused on the mean
+    mean_b.generator = ResumableGenerator(99)  # another posterior-sampling generator: unused on the mean
     sampled = tiny_trainer(seed=0)
     for step in range(3):
         logs = [trainer.step(clips, step) for trainer in (mean_a, mean_b, sampled)]
