@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = REPO / "pipelines"
@@ -29,6 +30,15 @@ def pretrained_home() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return home
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: on a shared 2-core CI box intra-op threads cost more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

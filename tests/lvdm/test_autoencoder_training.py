@@ -57,15 +57,6 @@ def tiny_trainer(
     return AutoencoderTrainer(kwargs.pop("model", model), kwargs.pop("disc", disc), loss, lr=1e-3, **kwargs)
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny convs: extra threads only add overhead, worst on a shared 2-core CI box.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_autoencoder_overfits_a_few_clips(one_thread):
     clips = synthetic_clips(2)
     trainer = tiny_trainer()

@@ -24,14 +24,7 @@ from lvdm.metrics.fvd import (
 )
 from lvdm.metrics.kvd import kernel_distance, unbiased_mmd2
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are small: on 2 shared cores, intra-op threads cost more than they save."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def random_cov(rng: np.random.Generator, d: int) -> np.ndarray:

@@ -26,18 +26,12 @@ TINY = dict(
     num_heads=2,
     norm_groups=4,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 LATENT = (4, 2, 2)  # (c h w)
 CLEAN = SamplingSettings(steps=2, noise_level=0, guidance_weight=0.0)
 OFFICIAL = SamplingSettings(steps=2, noise_level=100, guidance_weight=0.1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny networks: thread start-up costs more than it saves on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,7 @@ TINY = dict(
     norm_groups=8,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -14,16 +14,9 @@ from data_prep.shard_writer import write_shard
 from lvdm.metrics.fvd import FEATURES
 from pipelines.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 FRAMES, SIZE = 16, 32
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small tensors on 2 shared cores: intra-op threads cost more than they save."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class CommunityStyleI3D(nn.Module):
