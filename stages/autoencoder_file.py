@@ -45,9 +45,3 @@ def load_autoencoder(path: Path) -> tuple[VideoAutoencoder, dict]:
     meta = {k: payload[k] for k in ("scale", "shift", "step", "config")}
     return model.eval(), meta
 
-
-def read_autoencoder_config(path: Path) -> dict:
-    """The architecture recorded in an autoencoder file (e.g. its latent_channels)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"autoencoder file {path} does not exist; run the train_autoencoder stage")
-    return torch.load(path, map_location="cpu", weights_only=True)["config"]

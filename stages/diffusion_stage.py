@@ -93,7 +93,6 @@ def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: Pat
     heldout_shards = [str(cache_dir / s) for s in shards.get("test", [])] or train_shards
     diffusion = ctx.config.diffusion
     kwargs = unet_kwargs(diffusion.unet.model_dump(mode="json"), task)
-    _check_latent_channels(kwargs, task, cache)
     print(f"[{ctx.name}] {describe_unet(kwargs, task)}")
 
     loop_config = {
@@ -127,20 +126,6 @@ def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: Pat
         "shift": cache["outputs"]["shift"],
         "autoencoder": cache["outputs"]["autoencoder"],
     }
-
-
-def _check_latent_channels(kwargs: dict, task: DiffusionTask, cache: dict) -> None:
-    """The UNet's latent width must be the autoencoder's: fail on the driver, naming the key."""
-    from stages.autoencoder_file import read_autoencoder_config
-
-    channels = read_autoencoder_config(Path(cache["outputs"]["autoencoder"]))["latent_channels"]
-    given = kwargs["in_channels"] - (task.kind != "uncond")
-    if given != channels or kwargs["out_channels"] != channels:
-        raise ValueError(
-            f"diffusion.unet.in_channels={given} / out_channels={kwargs['out_channels']} but the "
-            f"autoencoder's latents have {channels} channels: set both to {channels} "
-            f"(--set diffusion.unet.in_channels={channels} --set diffusion.unet.out_channels={channels})"
-        )
 
 
 def _train_loop(cfg: dict) -> None:
