@@ -42,7 +42,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from data_prep.encode import write_mp4_streams
     from lvdm.long_video import LongVideoPlan, SamplingSettings, long_video_frames
     from stages.contract import read_manifest
-    from stages.sample import load_models, model_files
+    from stages.sample import load_models, model_files, plan_options
 
     workdir = args.workdir.resolve()
     record = run_with_models(workdir, args.run)
@@ -55,13 +55,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     models = load_models(files, device)
     plan = LongVideoPlan(
         strategy=args.strategy,
-        frames=args.frames,
-        clip=config.train_pred.frames,
-        cond_frames=config.train_pred.cond_frames,
-        latent_stride=config.train_pred.latent_stride,
         sampling=SamplingSettings(**config.sampling.model_dump()),
-        max_batch=config.sample.max_batch,
-        decode_window=config.sample.decode_window,
+        **plan_options(config) | {"frames": args.frames},
     )
     out = args.out or workdir / "samples" / f"{record.run_id}-{args.strategy}-{args.frames}f.mp4"
     resolution = config.data.resolution

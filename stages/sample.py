@@ -62,14 +62,7 @@ def run(ctx: StageContext) -> dict:
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
     check_tasks("sample", f"sample.use_gpu={section.use_gpu}", {"CPU": 1, "GPU": int(section.use_gpu)})
     task = _sample_task.options(num_gpus=1 if section.use_gpu else 0)
-    plan = {
-        "frames": section.frames,
-        "clip": ctx.config.train_pred.frames,
-        "cond_frames": ctx.config.train_pred.cond_frames,
-        "latent_stride": ctx.config.train_pred.latent_stride,
-        "max_batch": section.max_batch,
-        "decode_window": section.decode_window,
-    }
+    plan = plan_options(ctx.config)
     refs = {
         task.remote(
             str(ctx.out_dir),
@@ -115,6 +108,19 @@ def run(ctx: StageContext) -> dict:
         "settings": {name: dataclasses.asdict(value) for name, value in settings.items()},
         "strategies": list(section.strategies),
         "fps": section.fps,
+    }
+
+
+def plan_options(config) -> dict:
+    """`LongVideoPlan` fields from a pipeline config: the prediction model's clip layout
+    (its training windows) and the sample section's length and memory bounds."""
+    return {
+        "frames": config.sample.frames,
+        "clip": config.train_pred.frames,
+        "cond_frames": config.train_pred.cond_frames,
+        "latent_stride": config.train_pred.latent_stride,
+        "max_batch": config.sample.max_batch,
+        "decode_window": config.sample.decode_window,
     }
 
 
