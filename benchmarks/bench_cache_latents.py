@@ -41,7 +41,7 @@ def build(folder: Path, videos: int) -> tuple[list[Path], list[Path], VideoAutoe
         shards.append(folder / f"{chunk.name}.tar")
     model = VideoAutoencoder(DEMO_AE).eval()
     save_autoencoder(folder / "ae.pt", model, 1.0, 0.0, 0)
-    return shards, [folder / f"latent-{s.name}" for s in shards], model
+    return shards, [folder / "latents" / s.name for s in shards], model
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
 
         started = time.perf_counter()
         for src, dst in zip(shards, latent_shards, strict=True):
-            encode_shard("train", src, dst, folder / "ae.pt", FRAMES, 1, 8, torch.device("cpu"))
+            encode_shard("train", src, dst.parent, folder / "ae.pt", FRAMES, 1, 8, torch.device("cpu"))
         seconds = time.perf_counter() - started
         windows = args.videos * (VIDEO_FRAMES // FRAMES)
         print(

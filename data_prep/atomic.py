@@ -1,13 +1,14 @@
-"""Atomic file writes: write a temporary sibling, fsync, rename; and one writer per folder.
+"""One writer per stage folder, and the leftovers of a killed writer.
 
-Readers (and a rerun after a crash) see either the old file or the whole new one, never a
-truncated file that looks complete. Used for manifests, chunk records and indexes.
+The atomic writes themselves (temporary sibling + rename locally, one PUT on an object store)
+live in `data_prep.storage`; the names below are kept for the callers that write local paths.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -16,24 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from data_prep import storage
+from data_prep.storage import write_bytes as write_bytes_atomic  # noqa: F401 - re-exported
+from data_prep.storage import write_json as write_json_atomic  # noqa: F401 - re-exported
+
 LOCK_FILE = ".writer.lock"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    write_bytes_atomic(path, json.dumps(payload, indent=2, default=str).encode())
 
 
 class FolderLockedError(RuntimeError):
@@ -41,7 +29,7 @@ class FolderLockedError(RuntimeError):
 
 
 @contextmanager
-def exclusive_folder(folder: Path, owner: dict[str, Any]) -> Iterator[None]:
+def exclusive_folder(folder: storage.Location, owner: dict[str, Any]) -> Iterator[None]:
     """Hold `folder`'s writer lock for the block, or raise FolderLockedError naming its holder.
 
     Two runs writing one stage folder would each take the other's live temporaries for a killed
@@ -49,9 +37,14 @@ def exclusive_folder(folder: Path, owner: dict[str, Any]) -> Iterator[None]:
     kernel when the holder exits, however it dies, so a lock is never stale; it also works on NFS
     (Linux maps it to an NFS lock). `owner` (pid, host, run id) is written into the lock file for
     the error the next process gets.
+
+    An object store has no locks: for a URI folder the lock file is kept on this machine, keyed
+    by the URI, which excludes two drivers on one host (where `lvdm run` and `lvdm submit`
+    jobs run: the head node). Two drivers on different hosts sharing one bucket workdir are not
+    excluded; do not point two clusters at one workdir.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
+    path = _lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -76,14 +69,25 @@ def exclusive_folder(folder: Path, owner: dict[str, Any]) -> Iterator[None]:
         os.close(fd)
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
+def _lock_path(folder: storage.Location) -> Path:
+    if not storage.is_uri(folder):
+        return storage.local(folder) / LOCK_FILE
+    digest = hashlib.sha256(str(folder).rstrip("/").encode()).hexdigest()[:16]
+    return Path(os.environ.get("LVDM_LOCK_DIR", Path.home() / ".cache" / "lvdm" / "locks")) / f"{digest}.lock"
+
+
+def remove_stale_temporaries(folder: storage.Location) -> list[Path]:
     """Delete the temporary files a killed process left behind (`.<name>.tmp[-pid]`).
 
     Only a process that died mid-write leaves one (a live writer renames or removes its own),
     so a rerun clears them before it starts: nothing half-written stays in the folder. Call it
     only while holding the folder's `exclusive_folder` lock: a live writer's temporaries look
-    the same.
+    the same. An object store never holds temporaries (writers stage locally), so a URI
+    folder has none.
     """
+    if storage.is_uri(folder):
+        return []
+    folder = storage.local(folder)
     stale = [p for p in folder.rglob(".*.tmp*") if p.is_file()] if folder.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)

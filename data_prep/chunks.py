@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import storage
 from data_prep.atomic import write_json_atomic
 from data_prep.encode import encode_mp4
 from data_prep.frames import resize_center_crop
@@ -47,12 +48,16 @@ def plan_chunks(videos: Sequence[SourceVideo], videos_per_shard: int) -> list[Ch
     return chunks
 
 
-def record_path(out_dir: Path, chunk_name: str) -> Path:
-    return out_dir / RECORDS / f"{chunk_name}.json"
+def record_path(out_dir: storage.Location, chunk_name: str) -> str:
+    return storage.join(out_dir, RECORDS, f"{chunk_name}.json")
 
 
-def is_complete(out_dir: Path, chunk_name: str) -> bool:
-    return record_path(out_dir, chunk_name).is_file()
+def is_complete(out_dir: storage.Location, chunk_name: str) -> bool:
+    return storage.is_file(record_path(out_dir, chunk_name))
+
+
+def read_record(out_dir: storage.Location, chunk_name: str) -> dict:
+    return storage.read_json(record_path(out_dir, chunk_name))
 
 
 def prepare_sample(video: SourceVideo, resolution: int, min_frames: int, crf: int) -> tuple[bytes, dict]:
@@ -86,7 +91,11 @@ def process_chunk(
     crf: int,
     fail_after: int | None = None,
 ) -> dict:
-    """Write one shard + its record; returns the record. `fail_after` injects a crash."""
+    """Write one shard + its record into a local folder; returns the record.
+
+    `fail_after` injects a crash. For a workdir on an object store the caller passes a
+    `storage.staged_folder(…, last=(RECORDS,))`, which publishes the record after the shard.
+    """
     rows: list[dict] = []
     skipped: list[dict] = []
     shard_path = out_dir / f"{chunk.name}.tar"

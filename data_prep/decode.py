@@ -45,17 +45,22 @@ def available_backends() -> list[str]:
 
 
 def decode_video(
-    src: VideoSource, indices: Sequence[int] | None = None, backend: str = "auto"
+    src: VideoSource, indices: Sequence[int] | None = None, backend: str = "auto", name: str | None = None
 ) -> DecodedVideo:
-    """Decode all frames, or only `indices` (which must be inside the video)."""
-    name = _describe(src)
-    if isinstance(src, (str, Path)) and Path(src).stat().st_size == 0:
+    """Decode all frames, or only `indices` (which must be inside the video).
+
+    `name` is what a `SkipSample` calls the video (default: the path, or `<N bytes>`), e.g.
+    the URI that `src` bytes were fetched from.
+    """
+    name = name or _describe(src)
+    empty = len(src) == 0 if isinstance(src, bytes) else Path(src).stat().st_size == 0
+    if empty:
         raise SkipSample(f"{name}: zero-byte file")
     chosen = _pick(backend)
     try:
         if chosen == "decord":
             try:
-                return _decode_decord(src, indices)
+                return _decode_decord(src, indices, name)
             except SkipSample:
                 raise
             except Exception:
@@ -63,7 +68,7 @@ def decode_video(
                 # The size must exactly match"); under "auto" PyAV gets a second try.
                 if backend != "auto":
                     raise
-        return _decode_pyav(src, indices)
+        return _decode_pyav(src, indices, name)
     except SkipSample:
         raise
     except Exception as err:  # noqa: BLE001 - decoders raise many types; all mean "unusable"
@@ -88,32 +93,32 @@ def _check_indices(indices: Sequence[int], num_frames: int, name: str) -> None:
         raise SkipSample(f"{name}: frame indices {bad[:3]} outside a video of {num_frames} frames")
 
 
-def _decode_decord(src: VideoSource, indices: Sequence[int] | None) -> DecodedVideo:
+def _decode_decord(src: VideoSource, indices: Sequence[int] | None, name: str) -> DecodedVideo:
     handle = io.BytesIO(src) if isinstance(src, bytes) else str(src)
     reader = decord.VideoReader(handle, ctx=decord.cpu(0), num_threads=1)
     num_frames = len(reader)
     if num_frames == 0:
-        raise SkipSample(f"{_describe(src)}: no video frames")
+        raise SkipSample(f"{name}: no video frames")
     wanted = list(range(num_frames)) if indices is None else list(indices)
-    _check_indices(wanted, num_frames, _describe(src))
+    _check_indices(wanted, num_frames, name)
     frames = reader.get_batch(wanted).asnumpy()
     return DecodedVideo(frames=frames, fps=float(reader.get_avg_fps()), num_frames=num_frames)
 
 
-def _decode_pyav(src: VideoSource, indices: Sequence[int] | None) -> DecodedVideo:
+def _decode_pyav(src: VideoSource, indices: Sequence[int] | None, name: str) -> DecodedVideo:
     import av
 
     handle = io.BytesIO(src) if isinstance(src, bytes) else str(src)
     with av.open(handle) as container:
         if not container.streams.video:
-            raise SkipSample(f"{_describe(src)}: no video stream")
+            raise SkipSample(f"{name}: no video stream")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         # Sequential decode: PyAV seeking is keyframe-granular, and clips are short.
         all_frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     if not all_frames:
-        raise SkipSample(f"{_describe(src)}: no video frames")
+        raise SkipSample(f"{name}: no video frames")
     wanted = list(range(len(all_frames))) if indices is None else list(indices)
-    _check_indices(wanted, len(all_frames), _describe(src))
+    _check_indices(wanted, len(all_frames), name)
     frames = np.stack([all_frames[i] for i in wanted])
     return DecodedVideo(frames=frames, fps=fps, num_frames=len(all_frames))

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.atomic import write_bytes_atomic
+from data_prep import storage
 
 SCHEMA = pa.schema(
     [
@@ -27,14 +26,15 @@ SCHEMA = pa.schema(
 )
 
 
-def write_index(rows: Iterable[dict], path: Path, schema: pa.Schema = SCHEMA) -> int:
+def write_index(rows: Iterable[dict], path: storage.Location, schema: pa.Schema = SCHEMA) -> int:
     rows = sorted(rows, key=lambda r: (r["split"], r["shard"], r["key"]))
     table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
     return table.num_rows
 
 
-def read_index(path: Path) -> pa.Table:
-    return pq.read_table(path)
+def read_index(path: storage.Location) -> pa.Table:
+    filesystem, inner = storage.resolve(path)
+    return pq.read_table(inner, filesystem=filesystem)

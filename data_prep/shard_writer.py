@@ -12,8 +12,10 @@ below writes to a hidden temporary name in the same folder and renames it onto t
 name only once the tar is complete (`os.replace` is atomic within one file system), so a
 shard either exists whole or not at all.
 
-Shards are read through `pyarrow.fs` when given a URI (`s3://`, `gs://`, `file://`), so the
-same reader serves a laptop and a cluster with shared storage (DESIGN.md, "Storage").
+Shards are read through `data_prep.storage` (pyarrow.fs) when given a URI (`s3://`, `gs://`),
+so the same reader serves a laptop and a cluster with shared storage (DESIGN.md, "Storage").
+Shards are written to a local path; a task publishes them to an object store whole
+(`storage.staged_folder`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import json
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 import numpy as np
+
+from data_prep import storage
 
 SampleValue = bytes | str | dict | np.ndarray
 
@@ -125,7 +128,7 @@ def read_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """
     key: str | None = None
     fields: dict[str, bytes] = {}
-    with _open_binary(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+    with storage.open_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
@@ -182,15 +185,3 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-@contextmanager
-def _open_binary(path: str | Path) -> Iterator[IO[bytes]]:
-    text = str(path)
-    if "://" in text:
-        from pyarrow import fs
-
-        filesystem, inner = fs.FileSystem.from_uri(text)
-        with filesystem.open_input_stream(inner) as stream:
-            yield stream
-    else:
-        with open(text, "rb") as stream:
-            yield stream

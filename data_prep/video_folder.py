@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import storage
 from data_prep.decode import decode_video
 from data_prep.shard_writer import read_shard
 from data_prep.skip import SkipSample
@@ -92,8 +93,10 @@ def _shard_clip(fields: dict[str, bytes], name: str, indices: list[int]) -> np.n
     return decode_video(fields["mp4"], indices).frames
 
 
-def _resolve(source: str) -> tuple[list[Path], list[Path]]:
+def _resolve(source: str) -> tuple[list, list[Path]]:
     """(shards, videos) named by `source`; exactly one of the two lists is non-empty."""
+    if storage.is_uri(source):
+        return _resolve_uri(source), []
     if glob.has_magic(source):
         shards = sorted(Path(p) for p in glob.glob(source) if p.endswith(".tar"))
         if not shards:
@@ -119,3 +122,19 @@ def _resolve(source: str) -> tuple[list[Path], list[Path]]:
             f"{source} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) and no shard .tar files"
         )
     return shards, videos
+
+
+def _resolve_uri(source: str) -> list[str]:
+    """Shards on an object store: one `.tar`, a glob of them, or a folder holding them."""
+    if glob.has_magic(source):
+        shards = [p for p in storage.glob(source) if p.endswith(".tar")]
+    elif source.endswith(".tar"):
+        shards = [source] if storage.is_file(source) else []
+    else:
+        shards = [p for p in storage.walk_files(source) if p.endswith(".tar")]
+    if not shards:
+        raise FileNotFoundError(
+            f"{source}: no shard .tar files there (on an object store give shards: a .tar, a glob "
+            "such as s3://bucket/w/stages/shard-KEY/test-*.tar, or their folder)"
+        )
+    return shards

@@ -7,17 +7,20 @@ the DAG logic in `pipelines.runner`.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from data_prep import storage
 from pipelines import fvd_cli, generate_cli
 from pipelines.config import ConfigError, load_pipeline
 from pipelines.run_record import RunRecord, latest_run, list_runs
 
 DEFAULT_PIPELINE = Path(__file__).with_name("demo.yaml")
-DEFAULT_WORKDIR = Path("lvdm-work")
+DEFAULT_WORKDIR = "lvdm-work"  # a string: argparse passes string defaults through `type`
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,16 +28,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, WorkdirError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
         from pipelines.runner import PipelineError
+        from stages.cluster_check import ClusterUnreachableError
 
-        if isinstance(err, PipelineError):
+        if isinstance(err, (PipelineError, ClusterUnreachableError)):
             print(f"error: {err}", file=sys.stderr)
             return 1
+        if isinstance(err, OSError) and err.errno in _UNWRITABLE:
+            # A workdir that turns read-only (or full) after the pre-flight check: say which file.
+            where = f"{err.filename}: {err.strerror}" if err.filename else str(err)
+            print(
+                f"error: cannot write in the workdir ({where}). lvdm writes its run records, stage "
+                "outputs and MLflow store under --workdir: give a writable one (complete stages there "
+                "are reused, nothing is lost)",
+                file=sys.stderr,
+            )
+            return 1
         raise
+
+
+class WorkdirError(ValueError):
+    """`--workdir` cannot be written; nothing was started."""
+
+
+# Errors that mean "this location cannot be written", whatever the cause (mode bits, a read-only
+# mount, an immutable attribute, a file where a folder should be, a full disk).
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline (default: the built-in demo)")
     run.add_argument("pipeline", nargs="?", default=str(DEFAULT_PIPELINE))
-    run.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    run.add_argument("--workdir", type=storage.absolute, default=DEFAULT_WORKDIR)
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--until", help="run the DAG up to and including this stage")
     run.add_argument("--address", help="join this Ray cluster instead of starting a local one")
@@ -51,14 +74,14 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show a run's stages (default: the latest run)")
     status.add_argument("run_id", nargs="?")
-    status.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    status.add_argument("--workdir", type=storage.absolute, default=DEFAULT_WORKDIR)
     status.set_defaults(handler=_cmd_status)
 
     resume = sub.add_parser(
         "resume", help="rerun a run with its recorded config; complete stages are skipped"
     )
     resume.add_argument("run_id")
-    resume.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    resume.add_argument("--workdir", type=storage.absolute, default=DEFAULT_WORKDIR)
     resume.add_argument("--address")
     resume.add_argument(
         "--set",
@@ -74,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("pipeline")
     submit.add_argument("--address", help="the Ray dashboard, http://HEAD:8265 (default: $RAY_ADDRESS)")
     submit.add_argument(
-        "--workdir", default=str(DEFAULT_WORKDIR), help="storage every node sees; resubmitting resumes there"
+        "--workdir", default=DEFAULT_WORKDIR, help="storage every node sees; resubmitting resumes there"
     )
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     submit.add_argument("--until", help="run the DAG up to and including this stage")
@@ -105,11 +128,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    record = RunRecord.load(args.workdir.resolve(), args.run_id)
+    record = RunRecord.load(args.workdir, args.run_id)
     overrides = [f"ray.address={args.address}"] if args.address else []
-    config = load_pipeline(record.folder / "config.yaml", overrides + list(args.overrides))
+    config = load_pipeline(storage.join(record.folder, "config.yaml"), overrides + list(args.overrides))
     if args.overrides:
-        recorded = load_pipeline(record.folder / "config.yaml")
+        recorded = load_pipeline(storage.join(record.folder, "config.yaml"))
         _refuse_result_changes(recorded, config, record.until, args.overrides)
     return _execute(config, args.workdir, record.pipeline, until=record.until, run_id=record.run_id)
 
@@ -148,19 +171,22 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     return logs(args.job_id, args.address, args.follow)
 
 
-def _execute(config, workdir: Path, pipeline: str, until: str | None, run_id: str | None) -> int:
+def _execute(config, workdir: str, pipeline: str, until: str | None, run_id: str | None) -> int:
     from pipelines.runner import run_pipeline
+    from stages.cluster_check import check_address
 
-    before = set(list_runs(workdir.resolve()))
+    _check_writable(workdir)
+    check_address(config.ray.address)  # seconds, not minutes of Ray's own GCS retries
+    before = set(list_runs(workdir))
     try:
         record = run_pipeline(config, workdir, pipeline, until=until, run_id=run_id)
     except BaseException:
         # Show this invocation's run, if it got as far as recording one; never the workdir's
         # latest, which may be another run's (or, on a fresh workdir, a "no runs" error that
         # would hide the real one).
-        mine = run_id or _run_started_here(workdir.resolve(), before)
+        mine = run_id or _run_started_here(workdir, before)
         if mine is not None:
-            _print_status(RunRecord.load(workdir.resolve(), mine))
+            _print_status(RunRecord.load(workdir, mine))
         raise
     _print_status(record)
     print(f"run {record.run_id}: {record.status}  (lvdm status {record.run_id} --workdir {workdir})")
@@ -168,7 +194,32 @@ def _execute(config, workdir: Path, pipeline: str, until: str | None, run_id: st
     return 0
 
 
-def _run_started_here(workdir: Path, before: set[str]) -> str | None:
+def _check_writable(workdir: str) -> None:
+    """Before anything is started: a local workdir (and its `runs/`, `stages/`), or the nearest
+    folder above it that exists, must take a new file. Nothing is created: a probe file is made
+    and removed. Without this, a read-only workdir ends in a traceback from inside the runner."""
+    if storage.is_uri(workdir):
+        return  # an object store says so on the first write, with the bucket in the message
+    folder = storage.local(workdir)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(existing))
+        for probe_in in [existing, *(p for p in (folder / "runs", folder / "stages") if p.is_dir())]:
+            fd, probe = tempfile.mkstemp(prefix=".lvdm-write-test-", dir=probe_in)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise WorkdirError(
+            f"--workdir {workdir} is not writable ({type(err).__name__}: {err.strerror}: {err.filename}): "
+            "a run writes its record, stage outputs and the MLflow store there. Give a writable "
+            f"--workdir, or make {workdir} writable again (a read-only mount, an immutable attribute "
+            "(chattr -i), permissions, or a file where a folder should be). Nothing was written; "
+            "complete stages there are kept and reused once it is writable"
+        ) from None
+
+
+def _run_started_here(workdir: str, before: set[str]) -> str | None:
     """The run this process recorded since `before` (another process may record runs meanwhile)."""
     for run_id in sorted(set(list_runs(workdir)) - before):
         if RunRecord.load(workdir, run_id).pid == os.getpid():
@@ -176,8 +227,8 @@ def _run_started_here(workdir: Path, before: set[str]) -> str | None:
     return None
 
 
-def _latest_or(workdir: Path, run_id: str | None) -> RunRecord:
-    return RunRecord.load(workdir.resolve(), run_id or latest_run(workdir.resolve()))
+def _latest_or(workdir: str, run_id: str | None) -> RunRecord:
+    return RunRecord.load(workdir, run_id or latest_run(workdir))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ the person reading the error is editing that YAML file.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,8 @@ _FRAME_FOLDERS = ReadWhen(
 
 class DataConfig(Section):
     dataset: DatasetName
-    root: Annotated[Path | None, _for("ucf101", "sky_timelapse", "taichi", "webvid")] = Field(
-        None, description="dataset folder in its release layout"
+    root: Annotated[str | None, _for("ucf101", "sky_timelapse", "taichi", "webvid")] = Field(
+        None, description="dataset folder in its release layout: a local path or a URI (s3://bucket/ucf101)"
     )
     splits: tuple[SplitName, ...] = ("train", "test")
     resolution: int = Field(256, ge=8, description="short side resize + centre crop, pixels")
@@ -111,6 +112,18 @@ class DataConfig(Section):
         if value % 2:
             raise ValueError(f"must be even (H.264 yuv420p needs even sizes); got {value}")
         return value
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_location(cls, value: Any) -> Any:
+        # A URI stays as written (`Path` would fold `s3://b/x` into `s3:/b/x`); a local path is
+        # spelled as `Path` spells it, so the cache keys of existing runs are unchanged.
+        if not isinstance(value, (str, Path)):
+            return value  # None, or a wrong type for the error to name
+        text = str(value)
+        if "://" in text:
+            return text if text.startswith("file://") else text.rstrip("/")
+        return str(Path(text))
 
     @model_validator(mode="after")
     def _root_for_real_datasets(self) -> DataConfig:
@@ -496,19 +509,35 @@ def _discriminator_problem(loss: AutoencoderLossSection, data: DataConfig) -> st
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """Read a pipeline file, apply `key.path=value` overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
+    """Read a pipeline file (a local path, or a run's recorded config on object storage),
+    apply `key.path=value` overrides, validate."""
+    from data_prep import storage
+
+    if not storage.is_file(path):
         raise ConfigError(f"pipeline file {path} does not exist (default: pipelines/demo.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(storage.read_bytes(path)) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(_yaml_problem(path, err)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     for override in overrides:
         apply_override(raw, override)
     return validate(raw, source=str(path) + (" (with --set overrides)" if overrides else ""))
+
+
+def _yaml_problem(path: str | Path, err: yaml.YAMLError) -> str:
+    """Where the YAML breaks (1-based line and column, as editors count) and what to do about it."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = getattr(err, "problem", None) or str(err)
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark:
+        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return (
+        f"{where}: not valid YAML: {problem}. Fix the syntax there: a bracket or quote left open, a "
+        "missing ':' after a key, or tabs in the indentation (YAML indents with spaces)"
+    )
 
 
 def validate(raw: dict[str, Any], source: str) -> PipelineConfig:
@@ -543,24 +572,31 @@ def describe_errors(err: ValidationError) -> str:
         path = ".".join(str(p) for p in error["loc"]) or "<top level>"
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(error["loc"][:-1])
-            lines.append(f"  {path}: unknown key (given {error['input']!r}); allowed keys here: {allowed}")
+            close = difflib.get_close_matches(str(error["loc"][-1]), allowed or [], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            listed = ", ".join(allowed) if allowed else "(see the pipeline file reference in README.md)"
+            lines.append(
+                f"  {path}: unknown key (given {error['input']!r}); {hint}allowed keys here: {listed}"
+            )
         elif error["type"] == "missing":
-            lines.append(f"  {path}: required key is missing")
+            lines.append(f"  {path}: required key is missing; add it to the file or --set {path}=...")
         elif error["type"] == "value_error" and isinstance(error["input"], dict):
             # A check over a whole section (or across sections): its message names the keys.
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"  {message}" if not error["loc"] else f"  {path}: {message}")
         else:
-            lines.append(f"  {path}: given {error['input']!r}; {error['msg']}")
+            message = error["msg"].removeprefix("Value error, ")  # a validator's own words
+            lines.append(f"  {path}: given {error['input']!r}; {message}")
     return "\n".join(lines)
 
 
-def _allowed_keys(loc: tuple) -> str:
+def _allowed_keys(loc: tuple) -> list[str] | None:
+    """The keys of the section at `loc`; None where the section's type is not one model."""
     model: Any = PipelineConfig
     for part in loc:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = field.annotation if field else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return "(see the pipeline file reference in README.md)"
+            return None
         model = annotation
-    return ", ".join(model.model_fields)
+    return list(model.model_fields)

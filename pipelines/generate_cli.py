@@ -11,27 +11,27 @@ sampling and evaluation run, tracked in MLflow like any stage.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from data_prep import storage
 from pipelines.config import load_pipeline
 from pipelines.run_record import RunRecord, list_runs
 
 MODEL_STAGES = ("train_uncond", "train_pred", "train_interp")
 
 
-def add_parsers(sub: argparse._SubParsersAction, default_workdir: Path) -> None:
+def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
     sample = sub.add_parser("sample", help="a long video from a finished run's models (mp4)")
-    sample.add_argument("--workdir", type=Path, default=default_workdir)
+    sample.add_argument("--workdir", type=storage.absolute, default=default_workdir)
     sample.add_argument("--run", help="run id (default: the newest run with trained models)")
     sample.add_argument("--frames", type=int, default=1024, help="frames of the video (default 1024)")
     sample.add_argument("--strategy", choices=("autoregressive", "hierarchical"), default="hierarchical")
-    sample.add_argument("--out", type=Path, help="mp4 path (default <workdir>/samples/<run>-<strategy>.mp4)")
+    sample.add_argument("--out", help="mp4 path (default <workdir>/samples/<run>-<strategy>.mp4)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="auto", help="auto: cuda if available, else cpu")
     sample.set_defaults(handler=cmd_sample)
 
     evaluate = sub.add_parser("evaluate", help="sample + evaluate stages on a finished run's models")
-    evaluate.add_argument("--workdir", type=Path, default=default_workdir)
+    evaluate.add_argument("--workdir", type=storage.absolute, default=default_workdir)
     evaluate.add_argument("--run", help="run id (default: the newest run with trained models)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -44,10 +44,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from stages.contract import read_manifest
     from stages.sample import load_models, model_files, plan_options
 
-    workdir = args.workdir.resolve()
+    workdir = args.workdir
     record = run_with_models(workdir, args.run)
-    config = load_pipeline(record.folder / "config.yaml")
-    manifests = {name: read_manifest(Path(record.stages[name].output)) for name in MODEL_STAGES}
+    config = load_pipeline(storage.join(record.folder, "config.yaml"))
+    manifests = {name: read_manifest(record.stages[name].output) for name in MODEL_STAGES}
     files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -58,7 +58,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sampling=SamplingSettings(**config.sampling.model_dump()),
         **plan_options(config) | {"frames": args.frames},
     )
-    out = args.out or workdir / "samples" / f"{record.run_id}-{args.strategy}-{args.frames}f.mp4"
+    out = args.out or storage.join(workdir, "samples", f"{record.run_id}-{args.strategy}-{args.frames}f.mp4")
     resolution = config.data.resolution
     generator = torch.Generator(device).manual_seed(args.seed)
     chunks = long_video_frames(
@@ -70,7 +70,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         device=device,
         progress=True,
     )
-    write_mp4_streams([out], (chunk.numpy() for chunk in chunks), fps=config.sample.fps)
+    with storage.staged_folder(storage.parent(storage.absolute(out))) as folder:
+        frames = (chunk.numpy() for chunk in chunks)
+        write_mp4_streams([folder / storage.name(out)], frames, fps=config.sample.fps)
     print(f"wrote {out} ({args.frames} frames, {args.strategy}, run {record.run_id})")
     return 0
 
@@ -78,13 +80,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines.runner import run_pipeline
 
-    workdir = args.workdir.resolve()
+    workdir = args.workdir
     record = run_with_models(workdir, args.run)
-    stages = [
-        s for s in load_pipeline(record.folder / "config.yaml").stages if s not in ("sample", "evaluate")
-    ]
+    recorded = storage.join(record.folder, "config.yaml")
+    stages = [s for s in load_pipeline(recorded).stages if s not in ("sample", "evaluate")]
     overrides = [f"stages=[{', '.join([*stages, 'sample', 'evaluate'])}]"]
-    config = load_pipeline(record.folder / "config.yaml", overrides)
+    config = load_pipeline(recorded, overrides)
     result = run_pipeline(config, workdir, record.pipeline, until="evaluate")
     print_outputs(result)
     return 0 if result.status == "done" else 1
@@ -94,10 +95,10 @@ def print_outputs(record: RunRecord) -> None:
     """Where a run's videos, plots and MLflow runs are: what a user looks at next."""
     sample, evaluate = record.stages.get("sample"), record.stages.get("evaluate")
     if sample and sample.output:
-        folder = Path(sample.output)
-        print(f"videos and contact sheets: {folder / 'videos'}, {folder / 'contact_sheets'}")
+        videos, sheets = (storage.join(sample.output, part) for part in ("videos", "contact_sheets"))
+        print(f"videos and contact sheets: {videos}, {sheets}")
     if evaluate and evaluate.output:
-        print(f"metrics and plots: {Path(evaluate.output)}/metrics.json, *.png")
+        print(f"metrics and plots: {storage.join(evaluate.output, 'metrics.json')}, *.png")
     if record.mlflow_tracking_uri:
         ui = (
             f"mlflow ui --backend-store-uri {record.mlflow_tracking_uri}"
@@ -107,7 +108,7 @@ def print_outputs(record: RunRecord) -> None:
         print(f"MLflow: {ui}  (runs under 'Model training'; parent run {record.mlflow_parent_run_id})")
 
 
-def run_with_models(workdir: Path, run_id: str | None) -> RunRecord:
+def run_with_models(workdir: str, run_id: str | None) -> RunRecord:
     """`run_id`'s record, or the newest run whose three diffusion stages are complete."""
     if run_id:
         record = RunRecord.load(workdir, run_id)

@@ -7,21 +7,20 @@ run record that is stale (a killed process) cannot make the runner skip unfinish
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from data_prep.atomic import write_json_atomic
+from data_prep import storage
 
 RUNS = "runs"
 
 
 @dataclass
 class StageState:
-    status: str = "pending"  # pending | running | done | cached | failed
+    status: str = "pending"  # pending | running | done | cached | failed | blocked (by a failed input)
     key: str = ""
     output: str = ""
     started: float | None = None
@@ -57,19 +56,29 @@ class RunRecord:
         return self.status
 
     @property
-    def folder(self) -> Path:
-        return Path(self.workdir) / RUNS / self.run_id
+    def folder(self) -> str:
+        """A location (data_prep.storage): the workdir may be on an object store."""
+        return storage.join(self.workdir, RUNS, self.run_id)
+
+    def __post_init__(self) -> None:
+        # Not a field (asdict would copy it): concurrent stages save from their threads, and two
+        # writers of run.json would share one temporary name.
+        self._lock = threading.Lock()
 
     def save(self) -> None:
-        write_json_atomic(self.folder / "run.json", asdict(self))
+        """Write the record; thread-safe, and each save holds every change made before it."""
+        with self._lock:
+            storage.write_json(storage.join(self.folder, "run.json"), asdict(self))
 
     @classmethod
-    def load(cls, workdir: Path, run_id: str) -> RunRecord:
-        path = workdir / RUNS / run_id / "run.json"
-        if not path.is_file():
+    def load(cls, workdir: storage.Location, run_id: str) -> RunRecord:
+        path = storage.join(workdir, RUNS, run_id, "run.json")
+        if not storage.is_file(path):
             known = ", ".join(list_runs(workdir)) or "none"
-            raise FileNotFoundError(f"no run {run_id!r} under {workdir / RUNS} (runs there: {known})")
-        raw = json.loads(path.read_text())
+            raise FileNotFoundError(
+                f"no run {run_id!r} under {storage.join(workdir, RUNS)} (runs there: {known})"
+            )
+        raw = storage.read_json(path)
         raw["stages"] = {name: StageState(**state) for name, state in raw["stages"].items()}
         return cls(**raw)
 
@@ -88,15 +97,15 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-def list_runs(workdir: Path) -> list[str]:
-    folder = workdir / RUNS
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if (p / "run.json").is_file())
+def list_runs(workdir: storage.Location) -> list[str]:
+    folder = storage.join(workdir, RUNS)
+    return [run for run in storage.listdir(folder) if storage.is_file(storage.join(folder, run, "run.json"))]
 
 
-def latest_run(workdir: Path) -> str:
+def latest_run(workdir: storage.Location) -> str:
     runs = list_runs(workdir)
     if not runs:
-        raise FileNotFoundError(f"no pipeline runs under {workdir / RUNS}; start one with `lvdm run`")
+        raise FileNotFoundError(
+            f"no pipeline runs under {storage.join(workdir, RUNS)}; start one with `lvdm run`"
+        )
     return runs[-1]

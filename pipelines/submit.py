@@ -18,12 +18,14 @@ import argparse
 import asyncio
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
+from data_prep import storage
 from pipelines.config import PipelineConfig, load_pipeline, to_yaml, validate
 from pipelines.run_record import RunRecord, new_run_id
 
@@ -176,13 +178,13 @@ def job_main(argv: list[str] | None = None) -> int:
         print(f"error: {CONFIG_ENV} is not set: this entrypoint is run by `lvdm submit`", file=sys.stderr)
         return 2
     config = validate(yaml.safe_load(text), source=f"submitted pipeline (job env {CONFIG_ENV})")
-    workdir = Path(args.workdir)
+    workdir = storage.absolute(args.workdir)  # a local path or an object-store URI
     pipeline = os.environ.get(PIPELINE_ENV, "submitted")
-    record = RunRecord(
-        run_id=args.run_id, pipeline=pipeline, name=config.name, workdir=str(workdir.resolve())
-    )
-    record.folder.mkdir(parents=True, exist_ok=True)
-    record.save()
+    record = RunRecord(run_id=args.run_id, pipeline=pipeline, name=config.name, workdir=workdir)
+    record.save()  # creates the run's folder (a local one; an object store has none)
+    # `ray job stop` sends SIGTERM (then SIGKILL after a few seconds): make it a KeyboardInterrupt,
+    # so the runner records the running stages failed and ends their MLflow runs KILLED.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _execute(config, workdir, pipeline, until=args.until, run_id=args.run_id)
     except PipelineError as err:

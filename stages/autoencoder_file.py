@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from pathlib import Path
 
 import torch
 
-from data_prep.atomic import write_bytes_atomic
+from data_prep import storage
 from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder
+from stages.checkpoint_load import fill_weights, load_weights_file
 
 FILENAME = "autoencoder.pt"
+RERUN = "rerun the train_autoencoder stage"
 
 
-def save_autoencoder(path: Path, model: VideoAutoencoder, scale: float, shift: float, step: int) -> None:
+def save_autoencoder(
+    path: storage.Location, model: VideoAutoencoder, scale: float, shift: float, step: int
+) -> None:
     payload = {
         "config": dataclasses.asdict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -29,19 +32,18 @@ def save_autoencoder(path: Path, model: VideoAutoencoder, scale: float, shift: f
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
 
 
-def load_autoencoder(path: Path) -> tuple[VideoAutoencoder, dict]:
+def load_autoencoder(path: storage.Location) -> tuple[VideoAutoencoder, dict]:
     """The model in eval mode, and the file's metadata (scale, shift, step, config)."""
-    if not path.is_file():
+    if not storage.is_file(path):
         raise FileNotFoundError(f"autoencoder file {path} does not exist; run the train_autoencoder stage")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_weights_file(path, RERUN)
     config = payload["config"]
     if config.get("channel_multipliers") is not None:
         config["channel_multipliers"] = tuple(config["channel_multipliers"])
     model = VideoAutoencoder(AutoencoderConfig(**config))
-    model.load_state_dict(payload["state_dict"])
+    fill_weights(model, payload["state_dict"], path, RERUN)
     meta = {k: payload[k] for k in ("scale", "shift", "step", "config")}
     return model.eval(), meta
-

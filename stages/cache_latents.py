@@ -19,8 +19,9 @@ import ray
 import torch
 from tqdm import tqdm
 
+from data_prep import storage
 from data_prep.atomic import write_json_atomic
-from data_prep.chunks import is_complete, record_path
+from data_prep.chunks import RECORDS, is_complete, read_record, record_path
 from data_prep.clip_sampling import frames_to_model_range
 from data_prep.decode import decode_video
 from data_prep.index import write_index
@@ -48,15 +49,11 @@ LATENT_INDEX_SCHEMA = pa.schema(
 
 def run(ctx: StageContext) -> dict:
     shard_manifest, ae_manifest = ctx.inputs["shard"], ctx.inputs["train_autoencoder"]
-    video_dir = Path(shard_manifest["out_dir"])
-    ae_path = Path(ae_manifest["out_dir"]) / ae_manifest["outputs"]["autoencoder"]
+    video_dir = shard_manifest["out_dir"]
+    ae_path = storage.join(ae_manifest["out_dir"], ae_manifest["outputs"]["autoencoder"])
     settings = ctx.config.cache_latents
-    jobs = [
-        (split, video_dir / name, ctx.out_dir / name)
-        for split, names in shard_manifest["outputs"]["shards"].items()
-        for name in names
-    ]
-    pending = [job for job in jobs if not is_complete(ctx.out_dir, job[2].stem)]
+    jobs = [(split, name) for split, names in shard_manifest["outputs"]["shards"].items() for name in names]
+    pending = [job for job in jobs if not is_complete(ctx.out_dir, _stem(job[1]))]
     print(f"[cache_latents] {len(jobs)} shards, {len(pending)} to encode")
 
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
@@ -67,21 +64,21 @@ def run(ctx: StageContext) -> dict:
     refs = [
         encode.remote(
             split,
-            str(src),
-            str(dst),
-            str(ae_path),
+            storage.join(video_dir, name),
+            ctx.out_dir,
+            ae_path,
             ctx.config.data.frames,
             ctx.config.data.stride,
             settings.batch_size,
             settings.precision,
         )
-        for split, src, dst in pending
+        for split, name in pending
     ]
     started = time.perf_counter()
     # Wait for every task before failing: stopping at the first failure would leave the others
     # writing into out_dir behind the error, and name only one of the bad shards (as `shard`
     # does, report them all; a rerun redoes only the shards without a record).
-    names = {ref: src.name for ref, (_, src, _) in zip(refs, pending, strict=True)}
+    names = {ref: name for ref, (_, name) in zip(refs, pending, strict=True)}
     failures: list[str] = []
     with tqdm(total=len(refs), desc="cache_latents", unit="shard") as bar:
         remaining = list(refs)
@@ -104,12 +101,12 @@ def run(ctx: StageContext) -> dict:
     seconds = time.perf_counter() - started
     # The per-shard records (written by each task after its tar) hold the index rows and skips,
     # so a resumed stage reports the work of earlier attempts without rereading any shard.
-    records = [json.loads(record_path(ctx.out_dir, dst.stem).read_text()) for _, _, dst in jobs]
+    records = [read_record(ctx.out_dir, _stem(name)) for _, name in jobs]
     rows = [row for record in records for row in record["rows"]]
     skipped = [skip for record in records for skip in record["skipped"]]
-    encoded = {dst.name for _, _, dst in pending}
+    encoded = {name for _, name in pending}
     rate = sum(r["shard"] in encoded for r in rows) / seconds if pending else 0.0
-    write_index(rows, ctx.out_dir / "index.parquet", LATENT_INDEX_SCHEMA)
+    write_index(rows, storage.join(ctx.out_dir, "index.parquet"), LATENT_INDEX_SCHEMA)
     shards = {
         split: sorted(r["shard"] for r in records if r["split"] == split and r["shard"])
         for split in shard_manifest["outputs"]["shards"]
@@ -126,35 +123,49 @@ def run(ctx: StageContext) -> dict:
         "shift": meta["shift"],
         "counts": counts,
         "skipped": skipped,
-        "autoencoder": str(ae_path),
+        "autoencoder": ae_path,
     }
+
+
+def _stem(shard_name: str) -> str:
+    return shard_name.removesuffix(".tar")
 
 
 @ray.remote(num_cpus=1)
 def _encode_shard(
-    split: str, src: str, dst: str, ae_path: str, frames: int, stride: int, batch_size: int, precision: str
+    split: str,
+    src: str,
+    out_dir: str,
+    ae_path: str,
+    frames: int,
+    stride: int,
+    batch_size: int,
+    precision: str,
 ) -> dict:
     device = task_device()
     dtype = autocast_dtype(precision, device)
-    return encode_shard(split, Path(src), Path(dst), Path(ae_path), frames, stride, batch_size, device, dtype)
+    with storage.staged_folder(out_dir, last=(RECORDS,)) as folder:
+        return encode_shard(split, src, folder, ae_path, frames, stride, batch_size, device, dtype)
 
 
 def encode_shard(
     split: str,
-    src: Path,
-    dst: Path,
-    ae_path: Path,
+    src: storage.Location,
+    out_dir: Path,
+    ae_path: storage.Location,
     frames: int,
     stride: int,
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype | None = None,
 ) -> dict:
-    """Encode one video shard into one latent shard, then write its record (rows + skips).
+    """Encode one video shard into a latent shard of the same name in the local folder
+    `out_dir`, then write its record (rows + skips).
 
     As in the shard stage, the record is written after the tar is whole, and a shard counts as
     done exactly when its record exists.
     """
+    dst = out_dir / storage.name(src)
     model, meta = load_autoencoder(ae_path)
     model = model.to(device)
     skipped: list[dict] = []
@@ -171,7 +182,7 @@ def encode_shard(
                 with autocast(device, dtype):  # bf16 where native (`cache_latents.precision: auto`)
                     latents = encode_sequence(model, pixels, window=frames, batch_size=batch_size).float()
             except SkipSample as skip:
-                skipped.append({"key": key, "shard": src.name, "reason": skip.reason})
+                skipped.append({"key": key, "shard": dst.name, "reason": skip.reason})
                 continue
             info |= {"latent_frames": int(latents.shape[1]), "scale": meta["scale"], "shift": meta["shift"]}
             rows.append(_index_row(key, split, dst.name, info))
@@ -182,7 +193,7 @@ def encode_shard(
         dst.unlink()  # an empty shard would only trip up the latent loader
     record = {"chunk": dst.stem, "split": split, "shard": dst.name if written else None}
     record |= {"rows": rows, "skipped": skipped}
-    write_json_atomic(record_path(dst.parent, dst.stem), record)
+    write_json_atomic(record_path(out_dir, dst.stem), record)
     return record
 
 

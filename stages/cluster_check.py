@@ -13,6 +13,10 @@ stages hold now are a wait, not an error):
   execution settings, out of the cache key: `lvdm resume RUN --set ...` keeps checkpoints);
 - it does not fit and an autoscaler runs: one line saying that it waits for nodes, and how long.
 
+Between stages: the runner starts independent training stages together (`train_pred` and
+`train_interp`) only when `fit_together` finds room for all their worker groups at once;
+otherwise the next one starts when a running one ends.
+
 Autoscaler detection: Ray's v1 monitor (the head of every cluster) writes its report to the
 GCS key `__autoscaling_status`. On a cluster without an autoscaler config (`ray.init()`,
 `ray start --head` by hand) it runs a read-only node provider whose node types are named
@@ -26,7 +30,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +42,10 @@ DEFAULT_START_TIMEOUT_S = 60.0
 
 class ClusterTooSmallError(RuntimeError):
     """A stage asks for workers or tasks that no node of this cluster can ever hold."""
+
+
+class ClusterUnreachableError(ConnectionError):
+    """`ray.address` (`lvdm run --address`) names a cluster that does not answer."""
 
 
 @dataclass(frozen=True)
@@ -91,13 +100,13 @@ def check_training(stage: str, config: Any, train: Any, echo: Callable[[str], No
     """Ray Train's request for `stage` (`train.num_workers` × {CPU, GPU}) against the cluster;
     `config` (the pipeline's) only names the section in the message."""
     section = train_key(config, train)
-    bundle = {"CPU": float(train.cpus_per_worker)} | ({"GPU": 1.0} if train.use_gpu else {})
+    bundle = worker_bundle(train)
     nodes = alive_nodes()
     room = sum(node.holds(bundle) for node in nodes)
     if room >= train.num_workers:
         return
     asks = (
-        f"{train.num_workers} Ray Train workers × {_bundle(bundle)} "
+        f"{train.num_workers} Ray Train workers × {bundle_text(bundle)} "
         f"({section}.num_workers={train.num_workers}, {section}.use_gpu={str(train.use_gpu).lower()}, "
         f"{section}.cpus_per_worker={train.cpus_per_worker})"
     )
@@ -116,6 +125,51 @@ def check_training(stage: str, config: Any, train: Any, echo: Callable[[str], No
     )
 
 
+def check_tracking_reach(stage: str, tracking_uri: str) -> None:
+    """Rank 0 logs from whichever node Ray puts it on: a SQLite store (the embedded default) is
+    a file on this machine, which a worker on another node cannot open. Refuse before any worker
+    starts, naming the fix, instead of losing the stage's metrics to a worker-side error."""
+    if not tracking_uri.startswith("sqlite"):
+        return
+    nodes = alive_nodes()
+    if len(nodes) > 1:
+        raise RuntimeError(
+            f"stage {stage!r}: mlflow.tracking_uri is the embedded store {tracking_uri}, a file on "
+            f"this machine, but the cluster has {len(nodes)} nodes and the stage's rank-0 worker "
+            "(which logs) may run on another. Run an MLflow server every node reaches and "
+            "`--set mlflow.tracking_uri=http://HEAD_IP:5000` (README: MLflow on a cluster)"
+        )
+
+
+def worker_bundle(train: Any) -> dict[str, float]:
+    """What one Ray Train worker of a `train` section asks (`ray_training.fit`'s resources_per_worker)."""
+    return {"CPU": float(train.cpus_per_worker)} | ({"GPU": 1.0} if train.use_gpu else {})
+
+
+def fit_together(groups: Iterable[Sequence[Mapping[str, float]]], nodes: list[Node]) -> bool:
+    """Whether these worker groups fit on the nodes' total resources at the same time.
+
+    First fit, biggest bundles first, each worker's bundle on one node: the runner's estimate of
+    whether two training stages can train at once. An estimate suffices: a worker group that
+    finds no room after all (other jobs hold resources, Ray packs differently) is not lost, its
+    controller retries the start every RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S without limit; it
+    only logs a controller traceback at each retry, which this check spares the common case.
+    """
+    free = [dict(node.resources) for node in nodes]
+    bundles = sorted(
+        (bundle for group in groups for bundle in group),
+        key=lambda bundle: (bundle.get("GPU", 0.0), bundle.get("CPU", 0.0)),
+        reverse=True,
+    )
+    for bundle in bundles:
+        room = next((r for r in free if all(r.get(k, 0.0) >= need for k, need in bundle.items())), None)
+        if room is None:
+            return False
+        for name, need in bundle.items():
+            room[name] -= need
+    return True
+
+
 def check_tasks(
     stage: str, setting: str, resources: Mapping[str, float], echo: Callable[[str], None] = print
 ) -> None:
@@ -124,7 +178,7 @@ def check_tasks(
     nodes = alive_nodes()
     if any(node.holds(resources) for node in nodes):
         return
-    asks = f"Ray tasks of {_bundle(resources)} each ({setting})"
+    asks = f"Ray tasks of {bundle_text(resources)} each ({setting})"
     if autoscaler_running():
         echo(f"[{stage}] asks {asks}; no node holds one now. Waiting for the autoscaler to add nodes")
         return
@@ -160,7 +214,7 @@ def _fix(section: str, train: Any, nodes: list[Node]) -> str:
     return f"Fits: {' '.join(sets)}."
 
 
-def _bundle(bundle: Mapping[str, float]) -> str:
+def bundle_text(bundle: Mapping[str, float]) -> str:
     return "{" + ", ".join(f"{name}: {value:g}" for name, value in bundle.items()) + "}"
 
 
@@ -168,3 +222,34 @@ def _nodes(nodes: list[Node]) -> str:
     if not nodes:
         return "no live node"
     return f"{len(nodes)} node{'s' if len(nodes) > 1 else ''}: " + ", ".join(n.describe() for n in nodes)
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming the address and the fix, when nothing listens at `ray.address`.
+
+    `ray.init(address=HOST:PORT)` with no cluster there retries the GCS connection for minutes,
+    logging a warning every few seconds, before it gives up; one TCP connect says it at once.
+    No address, `auto` and `local` (find or start a local cluster) and schemes other than
+    `ray://` are left to Ray.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    if "://" in target:
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterUnreachableError(
+            f"ray.address {address!r}: expected HOST:PORT (the head's GCS port, `ray start --head` "
+            "prints it; 6379 by default) or ray://HOST:10001; fix --address or `--set ray.address=...`"
+        )
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__  # a timeout has no strerror
+        raise ClusterUnreachableError(
+            f"ray.address {address}: no Ray cluster answers there ({reason}). Start one on that "
+            f"machine (`ray start --head --port {port}`), fix the address (--address HOST:PORT, "
+            "or `--set ray.address=...` in the pipeline), or leave it out to start a local cluster. "
+            "Nothing was started; complete stages in the workdir are kept"
+        ) from None

@@ -18,8 +18,9 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from data_prep import storage
 
 MANIFEST = "manifest.json"
 
@@ -37,7 +38,7 @@ class StageContext:
     name: str
     key: str
     config: Any  # pipelines.config.PipelineConfig; typed there, read-only here
-    out_dir: Path
+    out_dir: str  # a location (data_prep.storage): a local path or an object-store URI
     inputs: Mapping[str, dict]  # upstream stage name -> its manifest (with "out_dir")
     tracking: Tracking
     run_name: str  # deterministic (stage-key): Ray Train resumes by RunConfig name
@@ -63,10 +64,10 @@ def cache_key(stage: Stage, config: Any, input_keys: Mapping[str, str]) -> str:
     return digest[:12]
 
 
-def read_manifest(out_dir: Path) -> dict | None:
-    path = out_dir / MANIFEST
-    if not path.is_file():
+def read_manifest(out_dir: storage.Location) -> dict | None:
+    path = storage.join(out_dir, MANIFEST)
+    if not storage.is_file(path):
         return None
-    manifest = json.loads(path.read_text())
+    manifest = storage.read_json(path)
     manifest["out_dir"] = str(out_dir)
     return manifest

@@ -11,13 +11,13 @@ weights file.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from einops import rearrange
 
+from data_prep import storage
 from lvdm.diffusion.masks import frames_mask, interpolation_mask, prediction_mask
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
@@ -82,15 +82,15 @@ def describe_unet(kwargs: dict, task: DiffusionTask) -> str:
     )
 
 
-def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: Path | None = None) -> dict:
+def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: str | None = None) -> dict:
     """Driver side of a diffusion stage: resolve inputs, fit on Ray Train, write `unet.pt`."""
     cache = ctx.inputs["cache_latents"]
-    cache_dir = Path(cache["out_dir"])
+    cache_dir = cache["out_dir"]
     shards = cache["outputs"]["shards"]
-    train_shards = [str(cache_dir / s) for s in shards.get("train", [])]
+    train_shards = [storage.join(cache_dir, s) for s in shards.get("train", [])]
     if not train_shards:
         raise ValueError(f"cache_latents at {cache_dir} wrote no train latent shards; check data.splits")
-    heldout_shards = [str(cache_dir / s) for s in shards.get("test", [])] or train_shards
+    heldout_shards = [storage.join(cache_dir, s) for s in shards.get("test", [])] or train_shards
     diffusion = ctx.config.diffusion
     kwargs = unet_kwargs(diffusion.unet.model_dump(mode="json"), task)
     print(f"[{ctx.name}] {describe_unet(kwargs, task)}")
@@ -107,13 +107,14 @@ def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: Pat
         "scale": cache["outputs"]["scale"],
         "shift": cache["outputs"]["shift"],
         "autoencoder": cache["outputs"]["autoencoder"],
-        "init_from": str(init_from) if init_from else None,
+        "init_from": init_from,
     }
     state = ray_training.fit(ctx, _train_loop, loop_config, section.train)
-    save_unet(ctx.out_dir / FILENAME, kwargs, state["trainer"]["ema"]["model"], state["step"])
-    tracking.log_artifact(ctx.tracking, ctx.out_dir / FILENAME, "checkpoint")
+    unet_file = storage.join(ctx.out_dir, FILENAME)
+    save_unet(unet_file, kwargs, state["trainer"]["ema"]["model"], state["step"])
+    tracking.log_artifact(ctx.tracking, unet_file, "checkpoint")
     final_loss = state.get("final_loss")
-    print(f"[{ctx.name}] {state['step']} steps; EMA weights in {ctx.out_dir / FILENAME}")
+    print(f"[{ctx.name}] {state['step']} steps; EMA weights in {unet_file}")
     return {
         "unet": FILENAME,
         "unet_config": kwargs,
@@ -137,7 +138,7 @@ def _train_loop(cfg: dict) -> None:
     network = UNet3D(**cfg["unet"])
     if cfg["init_from"]:
         # Paper §4.1: prediction and interpolation start from the unconditional model's EMA weights.
-        init_from_unconditional(network, read_unet(Path(cfg["init_from"]))["state_dict"])
+        init_from_unconditional(network, read_unet(cfg["init_from"])["state_dict"])
     schedule = schedule_of(cfg["schedule"])
     trainer = DiffusionTrainer(
         ray.train.torch.prepare_model(network),
@@ -222,7 +223,7 @@ class Previewer:
         self.task, self.session, self.sampling = task, session, cfg["sampling"]
         self.schedule = schedule_of(cfg["schedule"])
         self.scale, self.shift = cfg["scale"], cfg["shift"]
-        self.autoencoder, _ = load_autoencoder(Path(cfg["autoencoder"]))
+        self.autoencoder, _ = load_autoencoder(cfg["autoencoder"])
         self.autoencoder.to(session.device)
         loader = latent_window_loader(
             cfg["heldout_shards"],

@@ -17,7 +17,9 @@ of it to MLflow.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import av
@@ -25,6 +27,7 @@ import numpy as np
 import ray
 import torch
 
+from data_prep import storage
 from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from stages import tracking
 from stages.cluster_check import check_tasks
@@ -37,14 +40,14 @@ METRICS = "metrics.json"
 def run(ctx: StageContext) -> dict:
     section = ctx.config.evaluate
     sample, shard = ctx.inputs["sample"], ctx.inputs["shard"]
-    shard_dir = Path(shard["out_dir"])
     split = "test" if shard["outputs"]["shards"].get("test") else "train"
-    real_shards = str(shard_dir / f"{split}-*.tar")  # a glob: FirstClips reads the shards in order
+    # A glob: FirstClips reads the shards in order.
+    real_shards = storage.join(shard["out_dir"], f"{split}-*.tar")
     jobs = {
-        name: [str(Path(sample["out_dir"]) / video) for video in record["videos"]]
+        name: [storage.join(sample["out_dir"], video) for video in record["videos"]]
         for name, record in sample["outputs"]["jobs"].items()
     }
-    cache = ctx.out_dir.parent.parent / "cache" / "i3d"
+    cache = i3d_cache(ctx.out_dir)
     options = {
         "window": section.window,
         "real_clips": section.real_clips,
@@ -52,7 +55,7 @@ def run(ctx: StageContext) -> dict:
         "i3d": str(section.i3d) if section.i3d else None,
         "home": str(ctx.config.weights.home) if ctx.config.weights.home else None,
         "synthetic": ctx.config.data.dataset == "synthetic",
-        "cache": str(cache),
+        "cache": cache,
         "cache_key": f"{shard['key']}-{split}-{section.real_clips}x{section.window}",
     }
     print(f"[evaluate] {len(jobs)} jobs; real clips from the {split} split")
@@ -61,10 +64,10 @@ def run(ctx: StageContext) -> dict:
     task = _evaluate_task.options(num_gpus=1 if section.use_gpu else 0)
     metrics = ray.get(task.remote(real_shards, jobs, options))
 
-    write_json_atomic(ctx.out_dir / METRICS, metrics)
+    write_json_atomic(storage.join(ctx.out_dir, METRICS), metrics)
     plots = write_plots(ctx.out_dir, metrics)
     log_metrics(ctx, metrics)
-    tracking.log_artifact(ctx.tracking, ctx.out_dir / METRICS, "evaluation")
+    tracking.log_artifact(ctx.tracking, storage.join(ctx.out_dir, METRICS), "evaluation")
     for plot in plots:
         tracking.log_artifact(ctx.tracking, plot, "evaluation")
     print_summary(metrics)
@@ -146,7 +149,12 @@ def synthetic_scores(paths: list[str], window: int) -> dict:
 
 def _video_windows(paths: list[str], window: int) -> Iterator[np.ndarray]:
     """`(n window h w c)` uint8 windows of n videos read side by side: memory stays one window."""
-    containers = [av.open(path) for path in paths]
+    with ExitStack() as files:
+        containers = [av.open(files.enter_context(storage.open_input(path))) for path in paths]
+        yield from _windows_of(containers, window)
+
+
+def _windows_of(containers: list, window: int) -> Iterator[np.ndarray]:
     try:
         streams = [container.decode(video=0) for container in containers]
         while True:
@@ -202,7 +210,16 @@ def log_metrics(ctx: StageContext, metrics: dict) -> None:
             tracking.log_metrics(ctx.tracking, values, point["start"])
 
 
-def write_plots(out_dir: Path, metrics: dict) -> list[Path]:
+def i3d_cache(out_dir: str) -> str:
+    """`<workdir>/cache/i3d`, shared by every evaluation of one dataset. For a workdir on an
+    object store the statistics file is kept on this machine instead (`~/.cache/lvdm/i3d`): its
+    key (the shard stage's cache key + clip rule) already names the real set exactly."""
+    if storage.is_uri(out_dir):
+        return str(Path(os.environ.get("LVDM_I3D_CACHE", Path.home() / ".cache" / "lvdm" / "i3d")))
+    return storage.join(storage.parent(storage.parent(out_dir)), "cache", "i3d")
+
+
+def write_plots(out_dir: str, metrics: dict) -> list[str]:
     """FVD over frame index (one line per job, the real-vs-real floor as a band) and, on the
     synthetic dataset, motion error and objects found over frame index."""
     import matplotlib
@@ -223,7 +240,7 @@ def write_plots(out_dir: Path, metrics: dict) -> list[Path]:
         axis.axhspan(0, metrics["real_floor"]["fvd"], color="grey", alpha=0.25, label="real vs real")
     axis.set(xlabel="frame index (window start)", ylabel=f"FVD{metrics['window']}", title="FVD over time")
     axis.legend(fontsize=8)
-    plots.append(_save(figure, out_dir / "fvd_over_time.png"))
+    plots.append(_save(figure, storage.join(out_dir, "fvd_over_time.png")))
     synthetic = {
         name: job["synthetic"]["windows"] for name, job in metrics["jobs"].items() if "synthetic" in job
     }
@@ -238,11 +255,11 @@ def write_plots(out_dir: Path, metrics: dict) -> list[Path]:
             xlabel="frame index", ylabel="objects found / expected", title="objects kept", ylim=(0, 1.05)
         )
         axes[0].legend(fontsize=8)
-        plots.append(_save(figure, out_dir / "synthetic_motion.png"))
+        plots.append(_save(figure, storage.join(out_dir, "synthetic_motion.png")))
     return plots
 
 
-def _save(figure, path: Path) -> Path:
+def _save(figure, path: str) -> str:
     import io
 
     import matplotlib.pyplot as plt

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -29,8 +28,10 @@ from typing import Any
 
 import torch
 
+from data_prep import storage
 from lvdm.precision import autocast_dtype
 from stages import tracking
+from stages.checkpoint_load import load_weights_file
 from stages.contract import StageContext, Tracking
 
 FAULT_ENV = "LVDM_FAULT_INJECT"  # "<stage>:<step>": crash after that step of a fresh start (tests)
@@ -46,7 +47,7 @@ def fit(ctx: StageContext, loop: Callable[[dict], None], loop_config: dict, trai
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from stages.cluster_check import check_training
+    from stages.cluster_check import check_tracking_reach, check_training
     from stages.ray_session import ensure_ray
 
     config = {
@@ -59,6 +60,7 @@ def fit(ctx: StageContext, loop: Callable[[dict], None], loop_config: dict, trai
     # Before any worker starts: an impossible request is an error naming the --set that fits,
     # not 60 s of waiting and a controller traceback.
     check_training(ctx.name, ctx.config, train)
+    check_tracking_reach(ctx.name, ctx.tracking.tracking_uri)
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
@@ -69,7 +71,7 @@ def fit(ctx: StageContext, loop: Callable[[dict], None], loop_config: dict, trai
         ),
         run_config=ray.train.RunConfig(
             name=ctx.run_name,
-            storage_path=str(ctx.out_dir / "ray"),
+            storage_path=storage.join(ctx.out_dir, "ray"),
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
@@ -81,17 +83,7 @@ def fit(ctx: StageContext, loop: Callable[[dict], None], loop_config: dict, trai
 
 def load_state(path: Path) -> dict:
     """A checkpoint's state dict, refusing anything but tensors and plain containers."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"checkpoint {path} holds pickled objects, which are never loaded (they could run code); "
-            f"delete it and rerun the stage to train from the previous checkpoint. Detail: {err}"
-        ) from None
-    except (RuntimeError, EOFError) as err:
-        raise ValueError(
-            f"checkpoint {path} is unreadable (truncated?): {err}; delete it and rerun"
-        ) from None
+    return load_weights_file(path, "rerun the stage to train from the previous checkpoint")
 
 
 def fault_step(stage: str) -> int | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,8 +26,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from data_prep import storage
 from data_prep.atomic import write_bytes_atomic, write_json_atomic
-from data_prep.chunks import is_complete, record_path
+from data_prep.chunks import RECORDS, is_complete, read_record, record_path
 from data_prep.encode import write_mp4_streams
 from lvdm.long_video import LongVideoModels, LongVideoPlan, SamplingSettings
 from stages import tracking
@@ -65,7 +65,7 @@ def run(ctx: StageContext) -> dict:
     plan = plan_options(ctx.config)
     refs = {
         task.remote(
-            str(ctx.out_dir),
+            ctx.out_dir,
             name,
             strategy,
             dataclasses.asdict(settings[name]),
@@ -94,12 +94,13 @@ def run(ctx: StageContext) -> dict:
     if failures:
         raise RuntimeError("sampling failed for " + "; ".join(failures) + " (rerun to redo only these)")
 
-    records = {
-        job_name(*job): json.loads(record_path(ctx.out_dir, job_name(*job)).read_text()) for job in jobs
-    }
+    records = {job_name(*job): read_record(ctx.out_dir, job_name(*job)) for job in jobs}
     for name, record in records.items():
-        tracking.log_artifact(ctx.tracking, ctx.out_dir / record["contact_sheet"], "contact_sheets")
-        tracking.log_artifact(ctx.tracking, ctx.out_dir / record["videos"][0], f"videos/{name}")
+        sheet, video = (
+            storage.join(ctx.out_dir, path) for path in (record["contact_sheet"], record["videos"][0])
+        )
+        tracking.log_artifact(ctx.tracking, sheet, "contact_sheets")
+        tracking.log_artifact(ctx.tracking, video, f"videos/{name}")
         tracking.log_metrics(ctx.tracking, {f"{name}/seconds_per_frame": record["seconds_per_frame"]}, 0)
     return {
         "jobs": records,
@@ -127,14 +128,14 @@ def plan_options(config) -> dict:
 def model_files(inputs: dict) -> dict:
     """Paths of the trained networks and the autoencoder, with the latent normalisation."""
     pred = inputs["train_pred"]
+
+    def unet(stage: dict) -> str:
+        return storage.join(stage["out_dir"], stage["outputs"]["unet"])
+
     return {
-        "unconditional": str(
-            Path(inputs["train_uncond"]["out_dir"]) / inputs["train_uncond"]["outputs"]["unet"]
-        ),
-        "prediction": str(Path(pred["out_dir"]) / pred["outputs"]["unet"]),
-        "interpolation": str(
-            Path(inputs["train_interp"]["out_dir"]) / inputs["train_interp"]["outputs"]["unet"]
-        ),
+        "unconditional": unet(inputs["train_uncond"]),
+        "prediction": unet(pred),
+        "interpolation": unet(inputs["train_interp"]),
         "autoencoder": pred["outputs"]["autoencoder"],
         "scale": pred["outputs"]["scale"],
         "shift": pred["outputs"]["shift"],
@@ -151,10 +152,10 @@ def load_models(files: dict, device: torch.device) -> LongVideoModels:
     from stages.autoencoder_file import load_autoencoder
     from stages.unet_file import load_unet
 
-    autoencoder, _ = load_autoencoder(Path(files["autoencoder"]))
-    prediction, _ = load_unet(Path(files["prediction"]))
-    interpolation, _ = load_unet(Path(files["interpolation"]))
-    unconditional, _ = load_unet(Path(files["unconditional"]))
+    autoencoder, _ = load_autoencoder(files["autoencoder"])
+    prediction, _ = load_unet(files["prediction"])
+    interpolation, _ = load_unet(files["interpolation"])
+    unconditional, _ = load_unet(files["unconditional"])
     return LongVideoModels(
         prediction=prediction.to(device),
         interpolation=interpolation.to(device),
@@ -171,9 +172,9 @@ def _sample_task(
     out_dir: str, setting: str, strategy: str, sampling: dict, plan: dict, files: dict, options: dict
 ) -> dict:
     device = task_device()
-    return sample_job(
-        Path(out_dir), setting, strategy, SamplingSettings(**sampling), plan, files, device=device, **options
-    )
+    settings = SamplingSettings(**sampling)
+    with storage.staged_folder(out_dir, last=(RECORDS,)) as folder:
+        return sample_job(folder, setting, strategy, settings, plan, files, device=device, **options)
 
 
 def sample_job(
@@ -192,7 +193,8 @@ def sample_job(
     device: torch.device,
     progress: bool = False,
 ) -> dict:
-    """Generate one job's videos and contact sheet, then write its record (plain, no Ray)."""
+    """Generate one job's videos and contact sheet into the local folder `out_dir`, then write
+    its record (plain, no Ray; the task publishes the folder to an object-store workdir)."""
     from lvdm.long_video import long_video_frames
 
     name = job_name(setting, strategy)

@@ -8,15 +8,14 @@ redoes only the chunks that have no record.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import ray
 from tqdm import tqdm
 
-from data_prep.chunks import Chunk, is_complete, plan_chunks, process_chunk, record_path
+from data_prep import storage
+from data_prep.chunks import RECORDS, Chunk, is_complete, plan_chunks, process_chunk, read_record, record_path
 from data_prep.index import write_index
 from data_prep.sources import DATASETS, Discovery
 from stages import tracking
@@ -61,11 +60,11 @@ def run(ctx: StageContext) -> dict:
             f"{len(failures)} of {len(chunks)} chunks failed: {names}; rerun to redo only these"
         )
 
-    records = [_read_record(ctx.out_dir, c.name) for c in chunks]
+    records = [read_record(ctx.out_dir, c.name) for c in chunks]
     rows = [row for r in records for row in r["rows"]]
     skipped = [{"path": s.path, "reason": s.reason} for s in found.skipped]
     skipped += [{"path": s["path"], "reason": s["reason"]} for r in records for s in r["skipped"]]
-    write_index(rows, ctx.out_dir / "index.parquet")
+    write_index(rows, storage.join(ctx.out_dir, "index.parquet"))
 
     shards = {
         split: sorted(r["shard"] for r in records if r["split"] == split and r["shard"])
@@ -77,6 +76,18 @@ def run(ctx: StageContext) -> dict:
         "skipped": len(skipped),
         **{f"written_{split}": sum(r["split"] == split for r in rows) for split in data.splits},
     }
+    empty = [split for split in data.splits if counts[f"written_{split}"] == 0]
+    if empty:
+        for chunk in chunks:  # so a rerun reads them again once the videos are fixed
+            if chunk.split in empty:
+                storage.delete(record_path(ctx.out_dir, chunk.name))
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+        raise RuntimeError(
+            f"split(s) {empty}: every video was skipped ({counts['skipped']} in all), so there is "
+            f"nothing to train or evaluate on. First reasons: {reasons or 'none found'}. Fix or "
+            "replace those videos under data.root and rerun (that split's videos are read again), "
+            "or drop the split (--set data.splits=[...])"
+        )
     rate = sum(len(c.videos) for c in pending) / seconds if pending else 0.0
     metrics = {**{f"videos_{k}": v for k, v in counts.items()}, "videos_per_s": rate}
     tracking.log_metrics(ctx.tracking, metrics, step=0)
@@ -95,15 +106,16 @@ def _chunk_task(chunk: Chunk, out_dir: str, resolution: int, min_frames: int, cr
     import torch
 
     torch.set_num_threads(1)  # one task per core; resize must not oversubscribe
-    record = process_chunk(chunk, Path(out_dir), resolution, min_frames, crf, fail_after)
+    with storage.staged_folder(out_dir, last=(RECORDS,)) as folder:
+        record = process_chunk(chunk, folder, resolution, min_frames, crf, fail_after)
     return len(record["rows"]), len(record["skipped"])
 
 
-def _run_chunks(chunks: list[Chunk], out_dir: Path, data, crf: int, fault: tuple[str, int] | None):
+def _run_chunks(chunks: list[Chunk], out_dir: str, data, crf: int, fault: tuple[str, int] | None):
     futures = {}
     for chunk in chunks:
         fail_after = fault[1] if fault and fault[0] == chunk.name else None
-        ref = _chunk_task.remote(chunk, str(out_dir), data.resolution, data.min_frames, crf, fail_after)
+        ref = _chunk_task.remote(chunk, out_dir, data.resolution, data.min_frames, crf, fail_after)
         futures[ref] = chunk.name
     failures: list[tuple[str, str]] = []
     with tqdm(total=sum(len(c.videos) for c in chunks), desc="shard", unit="video") as bar:
@@ -128,10 +140,6 @@ def _fault_injection() -> tuple[str, int] | None:
         return None
     name, _, after = value.partition(":")
     return name, int(after or 1)
-
-
-def _read_record(out_dir: Path, name: str) -> dict:
-    return json.loads(record_path(out_dir, name).read_text())
 
 
 STAGE = Stage(

@@ -1,13 +1,18 @@
 """MLflow in a few visible calls: a parent run per pipeline run, a child run per stage.
 
 The embedded store is SQLite under the workdir (MLflow 3 refuses the old file store), with
-artifacts beside it; a cluster points `mlflow.tracking_uri` at a server instead. Runs are
+artifacts beside it; a cluster points `mlflow.tracking_uri` at a server instead. A workdir on
+an object store cannot hold a SQLite file: its embedded store keeps the SQLite file on this
+machine (`~/.cache/lvdm/mlflow/`, keyed by the workdir URI) and the artifacts in the workdir
+on the store (MLflow writes them with boto3, which reads the same AWS_* variables as pyarrow). Runs are
 addressed by id through `MlflowClient`, never through the fluent "active run" stack, so a
 Ray worker process can log to the stage's run with just the URI and the id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +20,29 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from data_prep import storage
 from stages.contract import Tracking
 
 
-def default_tracking_uri(workdir: Path) -> str:
-    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+def default_tracking_uri(workdir: storage.Location) -> str:
+    if not storage.is_uri(workdir):
+        return f"sqlite:///{storage.local(workdir).resolve() / 'mlflow.db'}"
+    digest = hashlib.sha256(str(workdir).rstrip("/").encode()).hexdigest()[:16]
+    folder = Path(os.environ.get("LVDM_MLFLOW_DIR", Path.home() / ".cache" / "lvdm" / "mlflow")) / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def ensure_experiment(tracking_uri: str, name: str, workdir: Path) -> str:
+def ensure_experiment(tracking_uri: str, name: str, workdir: storage.Location) -> str:
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     # With SQLite the default artifact root is ./mlruns of whatever cwd: pin it to the workdir.
-    location = (workdir.resolve() / "mlartifacts").as_uri() if tracking_uri.startswith("sqlite") else None
+    location = None
+    if tracking_uri.startswith("sqlite"):
+        root = storage.join(workdir, "mlartifacts")
+        location = root if storage.is_uri(root) else storage.local(root).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -40,14 +54,20 @@ def start_run(
     parent_run_id: str | None = None,
     reattach_run_id: str | None = None,
 ) -> Tracking:
-    """Open a run, or reopen `reattach_run_id` so a resumed stage keeps one run."""
+    """Open a run, or reopen `reattach_run_id` so a resumed stage keeps one run.
+
+    A reopened run moves under `parent_run_id` and takes `tags` (the current pipeline run's id):
+    a resubmitted pipeline is a new parent run, and its stages should be found under it.
+    """
     client = MlflowClient(tracking_uri)
-    if reattach_run_id:
-        client.update_run(reattach_run_id, status="RUNNING")
-        return Tracking(tracking_uri, reattach_run_id)
     all_tags = {MLFLOW_RUN_NAME: name, **tags}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    if reattach_run_id:
+        client.update_run(reattach_run_id, status="RUNNING")
+        for key, value in all_tags.items():
+            client.set_tag(reattach_run_id, key, value)
+        return Tracking(tracking_uri, reattach_run_id)
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     return Tracking(tracking_uri, run.info.run_id)
 
@@ -74,8 +94,10 @@ def log_metrics(tracking: Tracking, metrics: dict[str, float], step: int) -> Non
     MlflowClient(tracking.tracking_uri).log_batch(tracking.run_id, metrics=batch)
 
 
-def log_artifact(tracking: Tracking, path: Path, artifact_path: str | None = None) -> None:
-    MlflowClient(tracking.tracking_uri).log_artifact(tracking.run_id, str(path), artifact_path)
+def log_artifact(tracking: Tracking, path: storage.Location, artifact_path: str | None = None) -> None:
+    """Attach a file (local or in an object-store workdir) to the run."""
+    with storage.local_copy(path) as local_path:
+        MlflowClient(tracking.tracking_uri).log_artifact(tracking.run_id, str(local_path), artifact_path)
 
 
 def set_tags(tracking: Tracking, tags: dict[str, str]) -> None:

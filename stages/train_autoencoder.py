@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from data_prep import storage
 from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder, latent_normalisation
 from lvdm.autoencoder_training import AutoencoderTrainer, psnr
 from lvdm.discriminator import build_discriminator
@@ -30,9 +31,9 @@ __all__ = ["FAULT_ENV", "STAGE", "describe_model", "run"]
 def run(ctx: StageContext) -> dict:
     ae, data = ctx.config.autoencoder, ctx.config.data
     shard_manifest = ctx.inputs["shard"]
-    shard_dir = Path(shard_manifest["out_dir"])
-    train_shards = [str(shard_dir / s) for s in shard_manifest["outputs"]["shards"].get("train", [])]
-    heldout_shards = [str(shard_dir / s) for s in shard_manifest["outputs"]["shards"].get("test", [])]
+    shard_dir = shard_manifest["out_dir"]
+    train_shards = [storage.join(shard_dir, s) for s in shard_manifest["outputs"]["shards"].get("train", [])]
+    heldout_shards = [storage.join(shard_dir, s) for s in shard_manifest["outputs"]["shards"].get("test", [])]
     if not train_shards:
         raise ValueError(f"shard stage at {shard_dir} wrote no train shards; check data.splits and data.root")
     lpips_path = _check_perceptual(ae.loss, ctx.config.weights.home)
@@ -51,8 +52,9 @@ def run(ctx: StageContext) -> dict:
     state = ray_training.fit(ctx, _train_loop, loop_config, ae.train)
     model = VideoAutoencoder(_model_config(loop_config["model"]))
     model.load_state_dict(state["trainer"]["model"])
-    save_autoencoder(ctx.out_dir / FILENAME, model, state["scale"], state["shift"], state["step"])
-    tracking.log_artifact(ctx.tracking, ctx.out_dir / FILENAME, "checkpoint")
+    model_file = storage.join(ctx.out_dir, FILENAME)
+    save_autoencoder(model_file, model, state["scale"], state["shift"], state["step"])
+    tracking.log_artifact(ctx.tracking, model_file, "checkpoint")
     tracking.log_metrics(
         ctx.tracking, {"latent_scale": state["scale"], "latent_shift": state["shift"]}, state["step"]
     )

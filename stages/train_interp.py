@@ -9,8 +9,7 @@ two neighbouring keys of a hierarchical long video.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from data_prep import storage
 from stages.contract import Stage, StageContext
 from stages.diffusion_stage import DiffusionTask, run_training
 from stages.unet_file import FILENAME
@@ -25,7 +24,7 @@ def task(section) -> DiffusionTask:
 def run(ctx: StageContext) -> dict:
     section = ctx.config.train_interp
     uncond = ctx.inputs["train_uncond"]
-    return run_training(ctx, task(section), section, init_from=Path(uncond["out_dir"]) / FILENAME)
+    return run_training(ctx, task(section), section, init_from=storage.join(uncond["out_dir"], FILENAME))
 
 
 STAGE = Stage(

@@ -11,10 +11,9 @@ manifest and MLflow.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
+from data_prep import storage
 from lvdm.prediction_check import continuation_errors
 from stages import tracking
 from stages.contract import Stage, StageContext
@@ -35,9 +34,9 @@ def task(section) -> DiffusionTask:
 
 def run(ctx: StageContext) -> dict:
     section = ctx.config.train_pred
-    uncond_file = Path(ctx.inputs["train_uncond"]["out_dir"]) / FILENAME
+    uncond_file = storage.join(ctx.inputs["train_uncond"]["out_dir"], FILENAME)
     outputs = run_training(ctx, task(section), section, init_from=uncond_file)
-    check = prediction_check(ctx, section, Path(ctx.out_dir) / FILENAME, uncond_file, outputs)
+    check = prediction_check(ctx, section, storage.join(ctx.out_dir, FILENAME), uncond_file, outputs)
     tracking.log_metrics(ctx.tracking, {f"check/{k}": v for k, v in check.items()}, outputs["steps"])
     print(
         f"[train_pred] held-out continuation latent MSE: prediction {check['prediction']:.4f}, "
@@ -48,13 +47,13 @@ def run(ctx: StageContext) -> dict:
     return {**outputs, "prediction_check": check}
 
 
-def prediction_check(ctx: StageContext, section, pred_file: Path, uncond_file: Path, outputs: dict) -> dict:
+def prediction_check(ctx: StageContext, section, pred_file: str, uncond_file: str, outputs: dict) -> dict:
     """Item 8 of the diffusion issue, on the driver: held-out strided windows of the test split."""
     from data_prep.loader import latent_window_loader
 
     cache = ctx.inputs["cache_latents"]
     shards = cache["outputs"]["shards"]
-    heldout = [str(Path(cache["out_dir"]) / s) for s in (shards.get("test") or shards["train"])]
+    heldout = [storage.join(cache["out_dir"], s) for s in (shards.get("test") or shards["train"])]
     loader = latent_window_loader(
         heldout,
         frames=section.frames,

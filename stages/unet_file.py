@@ -8,17 +8,18 @@ the trained network. Loaded with `weights_only=True`: the workdir is shared stor
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import torch
 
-from data_prep.atomic import write_bytes_atomic
+from data_prep import storage
 from lvdm.unet import UNet3D
+from stages.checkpoint_load import fill_weights, load_weights_file
 
 FILENAME = "unet.pt"
+RERUN = "rerun the stage that trained it (train_uncond, train_pred or train_interp)"
 
 
-def save_unet(path: Path, kwargs: dict, state_dict: dict, step: int) -> None:
+def save_unet(path: storage.Location, kwargs: dict, state_dict: dict, step: int) -> None:
     payload = {
         "config": dict(kwargs),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
@@ -26,19 +27,19 @@ def save_unet(path: Path, kwargs: dict, state_dict: dict, step: int) -> None:
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
 
 
-def read_unet(path: Path) -> dict:
+def read_unet(path: storage.Location) -> dict:
     """The file's payload (config, state_dict, step), without building the network."""
-    if not path.is_file():
+    if not storage.is_file(path):
         raise FileNotFoundError(f"UNet file {path} does not exist; run the stage that trains it")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_weights_file(path, RERUN)
 
 
-def load_unet(path: Path) -> tuple[UNet3D, dict]:
+def load_unet(path: storage.Location) -> tuple[UNet3D, dict]:
     """The network in eval mode with its EMA weights, and the file's metadata (config, step)."""
     payload = read_unet(path)
     model = UNet3D(**payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    fill_weights(model, payload["state_dict"], path, RERUN)
     return model.eval(), {"config": payload["config"], "step": payload["step"]}

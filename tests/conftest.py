@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from pyarrow import fs as pafs
+
+from data_prep import storage
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = REPO / "pipelines"
@@ -39,6 +46,63 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+S3_BUCKET = "lvdm-test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> dict[str, str]:
+    """moto's S3 server on 127.0.0.1 with bucket S3_BUCKET, for the whole session; sets (and
+    yields) the environment that reaches it, as a user reaches S3 or MinIO: AWS_ENDPOINT_URL
+    and keys, read by pyarrow.fs and boto3."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "LVDM_LOCK_DIR": str(tmp_path_factory.mktemp("locks")),
+        "LVDM_MLFLOW_DIR": str(tmp_path_factory.mktemp("mlflow")),
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, log.read_text()
+                time.sleep(0.2)
+        pafs.S3FileSystem(
+            endpoint_override=env["AWS_ENDPOINT_URL"], region="us-east-1", allow_bucket_creation=True
+        ).create_dir(S3_BUCKET)
+        storage._filesystem.cache_clear()  # clients built before the endpoint was set
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        storage._filesystem.cache_clear()
 
 
 @pytest.fixture(scope="session")

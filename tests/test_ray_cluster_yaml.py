@@ -34,7 +34,8 @@ def test_nothing_listens_on_every_interface_and_ray_requires_its_token():
     commands = _commands(config)
     head = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head
-    assert "mlflow server --host 127.0.0.1" in head
+    # MLflow on the head's private IP: workers on other nodes log to it; never every interface.
+    assert "mlflow server --host $(hostname -I | awk '{print $1}')" in head
     starts = [c for c in commands if "ray start" in c]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
     assert "~/.ray/auth_token" in config["file_mounts"].values()

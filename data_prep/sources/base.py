@@ -8,25 +8,43 @@ a malformed CSV row, an empty frame folder) is *counted* in `Discovery.skipped`;
 layout that cannot be read at all (missing root, split file or CSV) raises
 `DatasetLayoutError`, before any work starts. Bad input found while decoding raises
 `SkipSample` from `load_frames`, which the shard loop counts.
+
+`data.root` may be a local folder or an object-store URI (`s3://bucket/ucf101`, anything
+`pyarrow.fs` reads): every source lists and reads through the few helpers here (`list_folder`,
+`list_tree`, `is_dir`, `read_text`, `open_text`, `FolderIndex`), which go through
+`data_prep.storage`, so one listing logic serves both. A `SourceVideo.path` is that kind of
+location, a plain string, and `load_frames` resolves it with `data_prep.storage` in whatever
+task it runs, on whichever node.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
+from typing import TextIO, TypeVar
+from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pyarrow import fs as pafs
 
+from data_prep import storage
 from data_prep.decode import DecodedVideo, decode_video
 from data_prep.skip import SkipSample
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_FRAME_FOLDER_FPS = 25.0  # Sky Time-lapse and Taichi frame folders carry no fps
+# Frames of one folder fetched at once from an object store: each is a request of a few ms
+# that does no work here, and a Taichi png video has hundreds of them.
+REMOTE_READ_THREADS = 16
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -43,7 +61,7 @@ class SourceVideo:
 
     key: str
     split: str  # "train" | "test"
-    path: str  # absolute path of the video file or frame folder; "" for synthetic
+    path: str  # location of the video file or frame folder (absolute path or URI); "" for synthetic
     kind: str  # "file" | "frames" | "synthetic"
     meta: dict = field(hash=False)  # JSON-able: label, class_name, caption, video_id, ...
 
@@ -66,7 +84,7 @@ class DatasetLayoutError(ValueError):
     """The dataset root does not look like the release it should be; nothing was started."""
 
 
-def layout_error(dataset: str, path: Path, expected: str) -> DatasetLayoutError:
+def layout_error(dataset: str, path: storage.Location, expected: str) -> DatasetLayoutError:
     """An error that names the missing path, what belongs there, and the config key to fix."""
     return DatasetLayoutError(
         f"{dataset}: {path} not found; expected {expected}. "
@@ -74,13 +92,43 @@ def layout_error(dataset: str, path: Path, expected: str) -> DatasetLayoutError:
     )
 
 
-def require_root(dataset: str, root: Path | None, expected: str) -> Path:
+def require_root(dataset: str, root: storage.Location | None, expected: str) -> str:
+    """The dataset root as a location: a local path made absolute, or a URI as given."""
     if root is None:
         raise DatasetLayoutError(f"{dataset}: no dataset root given; set `data.root` to {expected}.")
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise layout_error(dataset, root, expected)
-    return root
+    if storage.is_uri(root):
+        return _require_uri_root(dataset, storage.absolute(root), expected)
+    path = storage.local(root).expanduser().resolve()
+    if not path.is_dir():
+        raise layout_error(dataset, path, expected)
+    return str(path)
+
+
+def _require_uri_root(dataset: str, root: str, expected: str) -> str:
+    parsed = urlparse(root)
+    reach = (
+        f"the store is reached at AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}"
+        if parsed.scheme == "s3" and os.environ.get("AWS_ENDPOINT_URL")
+        else "the store is reached with the endpoint and credentials in the environment "
+        "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... as pyarrow reads them)"
+    )
+    try:
+        if is_dir(root):
+            return root
+        bucket = f"{parsed.scheme}://{parsed.netloc}"
+        bucket_missing = bool(parsed.netloc) and not is_dir(bucket)
+    except (OSError, ValueError) as err:  # unreachable endpoint, refused credentials, bad URI
+        raise DatasetLayoutError(
+            f"{dataset}: cannot read {root} ({type(err).__name__}: {err}); {reach}. Check that endpoint "
+            f"and the credentials, or point `data.root` at the folder or bucket prefix that holds the "
+            f"{dataset} release."
+        ) from err
+    what = f"bucket {bucket} does not exist" if bucket_missing else "nothing is stored under that prefix"
+    raise DatasetLayoutError(
+        f"{dataset}: {root} not found ({what}; {reach}); expected {expected}. Point `data.root` at the "
+        f"bucket prefix that holds the {dataset} release (upload it first, e.g. `aws s3 sync` of the "
+        "unpacked folder), or at a local folder."
+    )
 
 
 def check_splits(splits: Sequence[str]) -> list[str]:
@@ -117,20 +165,127 @@ def finish(videos: Iterable[SourceVideo], skipped: list[Skipped]) -> Discovery:
     return Discovery(videos=ordered, skipped=skipped)
 
 
-def list_frame_images(folder: Path) -> list[Path]:
-    """Image files of a frame folder in frame order.
+@dataclass(frozen=True)
+class Entry:
+    """One name in a listed folder: a file or a folder (symbolic links followed)."""
+
+    name: str
+    location: str
+    is_dir: bool
+
+    @property
+    def is_file(self) -> bool:
+        return not self.is_dir
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+
+def _entry(folder: str, relative: str, info: pafs.FileInfo) -> Entry | None:
+    if info.type not in (pafs.FileType.File, pafs.FileType.Directory):
+        return None  # a dangling link and the like: neither a video nor a folder of frames
+    return Entry(info.base_name, storage.join(folder, relative), info.type == pafs.FileType.Directory)
+
+
+def list_folder(folder: storage.Location) -> list[Entry]:
+    """What is directly inside a folder, sorted by name; [] when it is missing or not a folder.
+
+    One listing (one request on an object store), with the kinds included: a stat per entry
+    is what makes listing slow on network storage.
+    """
+    filesystem, path = storage.resolve(folder)
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except NotADirectoryError:
+        return []
+    listed = (_entry(str(folder), info.base_name, info) for info in infos)
+    return sorted((e for e in listed if e is not None), key=lambda e: e.name)
+
+
+def list_tree(folder: storage.Location) -> dict[str, list[Entry]]:
+    """Every folder below `folder` (itself included) -> its entries, from one recursive listing.
+
+    On an object store a recursive listing is a few paged requests where a listing per
+    folder is one request each; keep `folder` small enough to hold in memory at once.
+    """
+    filesystem, path = storage.resolve(folder)
+    infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    base = storage.join(folder)  # the spelling `storage.join` gives every entry below
+    tree: dict[str, list[Entry]] = {base: []}
+    for info in infos:
+        relative = info.path[len(path) :].lstrip("/")
+        entry = _entry(base, relative, info)
+        if entry is None:
+            continue
+        within, _, _ = relative.rpartition("/")
+        tree.setdefault(storage.join(base, within) if within else base, []).append(entry)
+        if entry.is_dir:
+            tree.setdefault(entry.location, [])
+    return {where: sorted(entries, key=lambda e: e.name) for where, entries in tree.items()}
+
+
+def is_dir(location: storage.Location) -> bool:
+    """A folder, local or on a store (where any object under the prefix makes one)."""
+    filesystem, path = storage.resolve(location)
+    return filesystem.get_file_info(path).type == pafs.FileType.Directory
+
+
+def read_text(location: storage.Location) -> str:
+    """A whole UTF-8 text file (split lists, class index), local or on a store."""
+    return storage.read_bytes(location).decode("utf-8")
+
+
+@contextmanager
+def open_text(location: storage.Location) -> Iterator[TextIO]:
+    """A UTF-8 text file streamed with newlines untranslated, as `csv` wants it."""
+    with storage.open_stream(location) as stream:
+        with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
+            yield text
+
+
+class FolderIndex:
+    """Which files exist below `root`, one listing per sub-folder instead of a stat per name.
+
+    Split files and CSVs name up to millions of videos; on network storage and object stores
+    a stat per name is what makes listing slow, and one folder holds at most a few thousand.
+    """
+
+    def __init__(self, root: storage.Location) -> None:
+        self.root = str(root)
+        self.listed: dict[str, frozenset[str]] = {}
+
+    def has(self, folder: str, file_name: str) -> bool:
+        """Whether `root/folder/file_name` is a file (`folder` is relative, `/`-separated)."""
+        if folder not in self.listed:
+            entries = list_folder(storage.join(self.root, folder))
+            self.listed[folder] = frozenset(e.name for e in entries if e.is_file)
+        return file_name in self.listed[folder]
+
+
+def frame_images(entries: Iterable[Entry]) -> list[Entry]:
+    """The image files among a frame folder's entries, in frame order.
 
     Sorted by the last number in the file name, not lexically: Sky Time-lapse names frames
     `<id>_frames_00000046.jpg` (zero-padded), but re-extracted folders often are not
     (`frame_9.png` < `frame_10.png`).
     """
-    images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [e for e in entries if e.is_file and e.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(images, key=_frame_order)
 
 
-def _frame_order(path: Path) -> tuple[int, str]:
-    match = _LAST_NUMBER.search(path.stem)
-    return (int(match.group(1)) if match else -1, path.name)
+def list_frame_images(folder: storage.Location) -> list[Entry]:
+    """Image files of a frame folder in frame order (see `frame_images`)."""
+    return frame_images(list_folder(folder))
+
+
+def _frame_order(entry: Entry) -> tuple[int, str]:
+    match = _LAST_NUMBER.search(entry.stem)
+    return (int(match.group(1)) if match else -1, entry.name)
 
 
 def load_frames(video: SourceVideo, indices: Sequence[int] | None = None) -> DecodedVideo:
@@ -143,19 +298,22 @@ def load_frames(video: SourceVideo, indices: Sequence[int] | None = None) -> Dec
 
         frames = render(video.meta)
         return _select(frames, indices, float(video.meta["fps"]), video.key)
-    path = Path(video.path)
-    if not path.exists():
-        raise SkipSample(f"{path}: listed at discovery but no longer exists")
+    location = video.path
+    if not storage.exists(location):
+        raise SkipSample(f"{location}: listed at discovery but no longer exists")
     if video.kind == "file":
-        return decode_video(path, indices)
+        # decord and PyAV read a local file by path; a stored one is fetched whole (one video
+        # is a few MB) and decoded from memory, named by its URI in any SkipSample.
+        source = storage.read_bytes(location) if storage.is_uri(location) else location
+        return decode_video(source, indices, name=location)
     if video.kind == "frames":
-        return _read_frame_folder(path, indices, float(video.meta.get("fps", DEFAULT_FRAME_FOLDER_FPS)))
+        return _read_frame_folder(location, indices, float(video.meta.get("fps", DEFAULT_FRAME_FOLDER_FPS)))
     raise ValueError(
         f"{video.key}: unknown SourceVideo.kind {video.kind!r}; expected file, frames or synthetic"
     )
 
 
-def _read_frame_folder(folder: Path, indices: Sequence[int] | None, fps: float) -> DecodedVideo:
+def _read_frame_folder(folder: str, indices: Sequence[int] | None, fps: float) -> DecodedVideo:
     images = list_frame_images(folder)
     if not images:
         raise SkipSample(f"{folder}: frame folder has no {'/'.join(IMAGE_SUFFIXES)} images")
@@ -163,21 +321,33 @@ def _read_frame_folder(folder: Path, indices: Sequence[int] | None, fps: float) 
     bad = [i for i in wanted if not 0 <= i < len(images)]
     if bad:
         raise SkipSample(f"{folder}: frame indices {bad[:3]} outside a video of {len(images)} frames")
-    frames = [_read_image(images[i]) for i in wanted]
+    frames = _map(_read_image, [images[i].location for i in wanted], remote=storage.is_uri(folder))
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise SkipSample(f"{folder}: frames differ in size {sorted(shapes)}")
     return DecodedVideo(frames=np.stack(frames), fps=fps, num_frames=len(images))
 
 
-def _read_image(path: Path) -> np.ndarray:
+_T = TypeVar("_T")
+
+
+def _map(function: Callable[[str], _T], locations: list[str], remote: bool) -> list[_T]:
+    """`function` over `locations` in order; from a store, several requests in flight at once."""
+    if not remote or len(locations) < 2:
+        return [function(location) for location in locations]
+    with ThreadPoolExecutor(max_workers=min(REMOTE_READ_THREADS, len(locations))) as pool:
+        return list(pool.map(function, locations))  # the first failure (in order) is raised
+
+
+def _read_image(location: str) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(storage.read_bytes(location))) as image:
             return np.asarray(image.convert("RGB"))
     # PIL raises UnidentifiedImageError for non-images and OSError ("image file is
     # truncated") only when the pixels are read, hence the conversion inside the try.
+    # A frame that vanished (FileNotFoundError) is an OSError too.
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise SkipSample(f"{path}: broken image ({type(err).__name__}: {err})") from err
+        raise SkipSample(f"{location}: broken image ({type(err).__name__}: {err})") from err
 
 
 def _select(frames: np.ndarray, indices: Sequence[int] | None, fps: float, name: str) -> DecodedVideo:

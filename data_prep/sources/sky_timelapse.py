@@ -12,8 +12,8 @@ frame rate, so `fps` is an argument and is recorded in each sample's meta.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
+from data_prep import storage
 from data_prep.sources.base import (
     DEFAULT_FRAME_FOLDER_FPS,
     Discovery,
@@ -21,8 +21,11 @@ from data_prep.sources.base import (
     SourceVideo,
     check_splits,
     finish,
+    frame_images,
+    is_dir,
     layout_error,
-    list_frame_images,
+    list_folder,
+    list_tree,
     make_key,
     require_root,
 )
@@ -31,22 +34,25 @@ NAME = "Sky Time-lapse"
 SPLIT_DIRS = {"train": "sky_train", "test": "sky_test"}
 
 
-def discover(root: Path | None, splits: Sequence[str], fps: float = DEFAULT_FRAME_FOLDER_FPS) -> Discovery:
+def discover(
+    root: storage.Location | None, splits: Sequence[str], fps: float = DEFAULT_FRAME_FOLDER_FPS
+) -> Discovery:
     splits = check_splits(splits)
     root = require_root(NAME, root, "a folder holding sky_train/ and sky_test/")
-    split_dirs = {s: root / SPLIT_DIRS[s] for s in splits}
+    split_dirs = {s: storage.join(root, SPLIT_DIRS[s]) for s in splits}
     for split_dir in split_dirs.values():
-        if not split_dir.is_dir():
+        if not is_dir(split_dir):
             raise layout_error(NAME, split_dir, "<video_id>/<video_id>_<n>/ folders of numbered .jpg frames")
 
     videos: list[SourceVideo] = []
     skipped: list[Skipped] = []
     for split, split_dir in split_dirs.items():
-        for video_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            for clip_dir in sorted(p for p in video_dir.iterdir() if p.is_dir()):
-                num_frames = len(list_frame_images(clip_dir))
+        for video_dir in (e for e in list_folder(split_dir) if e.is_dir):
+            tree = list_tree(video_dir.location)  # its clips and their frames, in one listing
+            for clip_dir in (e for e in tree[video_dir.location] if e.is_dir):
+                num_frames = len(frame_images(tree[clip_dir.location]))
                 if num_frames == 0:
-                    skipped.append(Skipped(str(clip_dir), "empty clip folder: no .jpg frames"))
+                    skipped.append(Skipped(clip_dir.location, "empty clip folder: no .jpg frames"))
                     continue
                 meta = {
                     "video_id": video_dir.name,
@@ -54,5 +60,5 @@ def discover(root: Path | None, splits: Sequence[str], fps: float = DEFAULT_FRAM
                     "num_frames": num_frames,
                     "fps": fps,
                 }
-                videos.append(SourceVideo(make_key(clip_dir.name), split, str(clip_dir), "frames", meta))
+                videos.append(SourceVideo(make_key(clip_dir.name), split, clip_dir.location, "frames", meta))
     return finish(videos, skipped)

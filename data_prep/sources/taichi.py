@@ -13,17 +13,20 @@ keys are sanitised (`make_key`) and the YouTube id and frame range go into meta.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
+from data_prep import storage
 from data_prep.sources.base import (
     DEFAULT_FRAME_FOLDER_FPS,
     DatasetLayoutError,
     Discovery,
+    Entry,
     Skipped,
     SourceVideo,
     check_splits,
     finish,
+    is_dir,
     layout_error,
+    list_folder,
     list_frame_images,
     make_key,
     require_root,
@@ -34,7 +37,10 @@ FORMATS = ("mp4", "png")
 
 
 def discover(
-    root: Path | None, splits: Sequence[str], format: str = "mp4", fps: float = DEFAULT_FRAME_FOLDER_FPS
+    root: storage.Location | None,
+    splits: Sequence[str],
+    format: str = "mp4",
+    fps: float = DEFAULT_FRAME_FOLDER_FPS,
 ) -> Discovery:
     """`fps` is used for png folders only; mp4 files carry their own."""
     splits = check_splits(splits)
@@ -42,15 +48,15 @@ def discover(
         raise ValueError(f"Taichi format must be one of {list(FORMATS)}; got {format!r}")
     root = require_root(NAME, root, "a folder holding train/ and test/")
     expected = ".mp4 videos" if format == "mp4" else "one folder of numbered .png frames per video"
-    split_dirs = {s: root / s for s in splits}
+    split_dirs = {s: storage.join(root, s) for s in splits}
     for split_dir in split_dirs.values():
-        if not split_dir.is_dir():
+        if not is_dir(split_dir):
             raise layout_error(NAME, split_dir, expected)
 
     videos: list[SourceVideo] = []
     skipped: list[Skipped] = []
     for split, split_dir in split_dirs.items():
-        entries = sorted(split_dir.iterdir())
+        entries = list_folder(split_dir)
         listed = _list_mp4(entries, split) if format == "mp4" else _list_png(entries, split, fps, skipped)
         if not listed and any(_looks_like_other_format(e, format) for e in entries):
             other = "png" if format == "mp4" else "mp4"
@@ -62,31 +68,31 @@ def discover(
     return finish(videos, skipped)
 
 
-def _list_mp4(entries: list[Path], split: str) -> list[SourceVideo]:
+def _list_mp4(entries: list[Entry], split: str) -> list[SourceVideo]:
     return [
-        SourceVideo(make_key(entry.stem), split, str(entry), "file", _parse_name(entry.stem))
+        SourceVideo(make_key(entry.stem), split, entry.location, "file", _parse_name(entry.stem))
         for entry in entries
-        if entry.is_file() and entry.suffix.lower() == ".mp4"
+        if entry.is_file and entry.suffix.lower() == ".mp4"
     ]
 
 
-def _list_png(entries: list[Path], split: str, fps: float, skipped: list[Skipped]) -> list[SourceVideo]:
+def _list_png(entries: list[Entry], split: str, fps: float, skipped: list[Skipped]) -> list[SourceVideo]:
     videos = []
-    for entry in filter(Path.is_dir, entries):
+    for entry in (e for e in entries if e.is_dir):
         name = entry.name.removesuffix(".mp4")
-        num_frames = len(list_frame_images(entry))
+        num_frames = len(list_frame_images(entry.location))
         if num_frames == 0:
-            skipped.append(Skipped(str(entry), "empty frame folder: no .png frames"))
+            skipped.append(Skipped(entry.location, "empty frame folder: no .png frames"))
             continue
         meta = _parse_name(name) | {"num_frames": num_frames, "fps": fps}
-        videos.append(SourceVideo(make_key(name), split, str(entry), "frames", meta))
+        videos.append(SourceVideo(make_key(name), split, entry.location, "frames", meta))
     return videos
 
 
-def _looks_like_other_format(entry: Path, format: str) -> bool:
+def _looks_like_other_format(entry: Entry, format: str) -> bool:
     # png-format folders keep the `.mp4` suffix, so the suffix alone cannot tell them apart.
     is_mp4 = entry.suffix.lower() == ".mp4"
-    return is_mp4 and (entry.is_dir() if format == "mp4" else entry.is_file())
+    return is_mp4 and (entry.is_dir if format == "mp4" else entry.is_file)
 
 
 def _parse_name(name: str) -> dict:

@@ -15,17 +15,21 @@ no label at all, so every label here comes from classInd by the class folder (st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import PurePosixPath
 
+from data_prep import storage
 from data_prep.sources.base import (
     DatasetLayoutError,
     Discovery,
+    FolderIndex,
     Skipped,
     SourceVideo,
     check_splits,
     finish,
+    is_dir,
     layout_error,
     make_key,
+    read_text,
     require_root,
 )
 
@@ -35,25 +39,26 @@ SPLIT_DIR = "ucfTrainTestlist"
 _LIST_PREFIX = {"train": "trainlist", "test": "testlist"}
 
 
-def discover(root: Path | None, splits: Sequence[str], split_number: int = 1) -> Discovery:
+def discover(root: storage.Location | None, splits: Sequence[str], split_number: int = 1) -> Discovery:
     """List the videos of official split `split_number` (1, 2 or 3)."""
     splits = check_splits(splits)
     if split_number not in (1, 2, 3):
         raise ValueError(f"UCF-101 split_number must be 1, 2 or 3; got {split_number!r}")
     root = require_root(NAME, root, f"a folder holding {VIDEO_DIR}/ and {SPLIT_DIR}/")
-    video_dir, split_dir = root / VIDEO_DIR, root / SPLIT_DIR
-    if not video_dir.is_dir():
+    video_dir, split_dir = storage.join(root, VIDEO_DIR), storage.join(root, SPLIT_DIR)
+    if not is_dir(video_dir):
         raise layout_error(NAME, video_dir, "the class folders <Class>/v_<Class>_gNN_cNN.avi")
-    classes = read_class_index(split_dir / "classInd.txt")
-    list_files = {s: split_dir / f"{_LIST_PREFIX[s]}{split_number:02d}.txt" for s in splits}
+    classes = read_class_index(storage.join(split_dir, "classInd.txt"))
+    list_files = {s: storage.join(split_dir, f"{_LIST_PREFIX[s]}{split_number:02d}.txt") for s in splits}
     for list_file in list_files.values():  # all checked before any listing starts
-        if not list_file.is_file():
+        if not storage.is_file(list_file):
             raise layout_error(NAME, list_file, "the official split file from UCF101TrainTestSplits")
 
+    present = FolderIndex(video_dir)  # one listing per class folder, not a stat per line
     videos: list[SourceVideo] = []
     skipped: list[Skipped] = []
     for split, list_file in list_files.items():
-        for line_no, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_no, line in enumerate(read_text(list_file).splitlines(), start=1):
             if not line.strip():
                 continue
             where = f"{list_file}:{line_no}"
@@ -62,21 +67,23 @@ def discover(root: Path | None, splits: Sequence[str], split_number: int = 1) ->
                 skipped.append(Skipped(where, f"malformed split-file line {line.strip()!r}: {entry}"))
                 continue
             rel_path, label, class_name = entry
-            path = video_dir / rel_path
-            if not path.is_file():
-                skipped.append(Skipped(str(path), f"listed in {where} but the video file is missing"))
+            folder, _, file_name = rel_path.partition("/")
+            path = storage.join(video_dir, rel_path)
+            if not present.has(folder, file_name):
+                skipped.append(Skipped(path, f"listed in {where} but the video file is missing"))
                 continue
-            meta = {"label": label, "class_name": class_name, "video_id": path.stem}
-            videos.append(SourceVideo(make_key(path.stem), split, str(path), "file", meta))
+            stem = PurePosixPath(file_name).stem
+            meta = {"label": label, "class_name": class_name, "video_id": stem}
+            videos.append(SourceVideo(make_key(stem), split, path, "file", meta))
     return finish(videos, skipped)
 
 
-def read_class_index(path: Path) -> dict[str, int]:
+def read_class_index(path: storage.Location) -> dict[str, int]:
     """classInd.txt as `{class_name: 0-based label}`; a malformed file is a layout error."""
-    if not path.is_file():
+    if not storage.is_file(path):
         raise layout_error(NAME, path, 'classInd.txt with lines like "1 ApplyEyeMakeup"')
     classes: dict[str, int] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import PurePosixPath
 
+from data_prep import storage
 from data_prep.sources.base import (
     DatasetLayoutError,
     Discovery,
+    FolderIndex,
     Skipped,
     SourceVideo,
     check_splits,
     finish,
     layout_error,
     make_key,
+    open_text,
     require_root,
 )
 
@@ -35,7 +38,7 @@ COLUMNS = ("videoid", "contentUrl", "duration", "page_dir", "name")
 
 
 def discover(
-    root: Path | None, splits: Sequence[str], csv_files: Mapping[str, str] | None = None
+    root: storage.Location | None, splits: Sequence[str], csv_files: Mapping[str, str] | None = None
 ) -> Discovery:
     """`csv_files` maps split -> CSV file name relative to `root`."""
     splits = check_splits(splits)
@@ -44,16 +47,17 @@ def discover(
     if missing:
         raise ValueError(f"WebVid csv_files has no entry for splits {missing}; got {csv_files}")
     root = require_root(NAME, root, f"a folder holding the metadata CSVs and {VIDEO_DIR}/")
-    csv_paths = {s: root / csv_files[s] for s in splits}
+    csv_paths = {s: storage.join(root, csv_files[s]) for s in splits}
     for csv_path in csv_paths.values():
-        if not csv_path.is_file():
+        if not storage.is_file(csv_path):
             raise layout_error(NAME, csv_path, f"the WebVid metadata CSV (header {','.join(COLUMNS)})")
 
-    downloaded = _DownloadedVideos(root / VIDEO_DIR)
+    # The CSVs hold 2.5M (10M) rows: one listing per page_dir, not a stat per row.
+    downloaded = FolderIndex(storage.join(root, VIDEO_DIR))
     videos: list[SourceVideo] = []
     skipped: list[Skipped] = []
     for split, csv_path in csv_paths.items():
-        with csv_path.open(newline="", encoding="utf-8") as handle:
+        with open_text(csv_path) as handle:
             reader = csv.reader(handle)
             columns = _read_header(reader, csv_path)
             for row in reader:
@@ -64,34 +68,16 @@ def discover(
                 if isinstance(entry, str):
                     skipped.append(Skipped(where, f"malformed CSV row: {entry}"))
                     continue
-                path = root / VIDEO_DIR / entry["page_dir"] / f"{entry['video_id']}.mp4"
-                if not downloaded.has(entry["page_dir"], path.name):
-                    skipped.append(Skipped(str(path), f"row {where} has no downloaded video"))
+                file_name = f"{entry['video_id']}.mp4"
+                path = storage.join(root, VIDEO_DIR, entry["page_dir"], file_name)
+                if not downloaded.has(entry["page_dir"], file_name):
+                    skipped.append(Skipped(path, f"row {where} has no downloaded video"))
                     continue
-                videos.append(SourceVideo(make_key(entry["video_id"]), split, str(path), "file", entry))
+                videos.append(SourceVideo(make_key(entry["video_id"]), split, path, "file", entry))
     return finish(videos, skipped)
 
 
-class _DownloadedVideos:
-    """Which videos exist, one directory listing per `page_dir` instead of a stat per row.
-
-    The CSVs hold 2.5M (10M) rows; on network storage a stat per row is what makes
-    listing slow, and a page_dir holds at most a few thousand videos.
-    """
-
-    def __init__(self, video_dir: Path) -> None:
-        self.video_dir = video_dir
-        self.listed: dict[str, frozenset[str]] = {}
-
-    def has(self, page_dir: str, file_name: str) -> bool:
-        if page_dir not in self.listed:
-            folder = self.video_dir / page_dir
-            names = (p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else ()
-            self.listed[page_dir] = frozenset(names)
-        return file_name in self.listed[page_dir]
-
-
-def _read_header(reader: Iterator[list[str]], csv_path: Path) -> dict[str, int]:
+def _read_header(reader: Iterator[list[str]], csv_path: str) -> dict[str, int]:
     header = next(reader, None) or []
     columns = {name.strip(): i for i, name in enumerate(header)}
     absent = [c for c in COLUMNS if c not in columns]
@@ -111,7 +97,7 @@ def _parse_row(row: list[str], columns: dict[str, int]) -> dict | str:
     page_dir = row[columns["page_dir"]].strip()
     if not videoid or "/" in videoid or videoid in (".", ".."):
         return f"bad videoid {videoid!r}"
-    if not page_dir or Path(page_dir).is_absolute() or ".." in Path(page_dir).parts:
+    if not page_dir or PurePosixPath(page_dir).is_absolute() or ".." in PurePosixPath(page_dir).parts:
         return f"bad page_dir {page_dir!r}"
     return {
         "video_id": videoid,

@@ -1,11 +1,8 @@
 """`lvdm` as a user runs it: a real subprocess, and a real `mlflow server` on 127.0.0.1."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,57 +45,16 @@ def test_weights_fetch_from_a_missing_folder_exits_1_naming_it(tmp_path, capsys)
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").iterdir())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None, "mlflow server exited"
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not come up in 120 s")
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-
-
 def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow_server):
     workdir = tmp_path / "work"
-    argv = ["run", "--workdir", str(workdir), *_sets(TINY_DEMO + [f"mlflow.tracking_uri={mlflow_server}"])]
+    argv = [
+        "run",
+        "--workdir",
+        str(workdir),
+        *_sets(TINY_DEMO + [f"mlflow.tracking_uri={mlflow_server.url}"]),
+    ]
     assert main(argv) == 0
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server.url)
     experiment = client.get_experiment_by_name("demo")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
