@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import storage
 from data_prep.skip import SkipSample
 
 try:  # decord has no wheel on aarch64/macOS
@@ -50,9 +51,12 @@ def decode_video(
     """Decode all frames, or only `indices` (which must be inside the video).
 
     `name` is what a `SkipSample` calls the video (default: the path, or `<N bytes>`), e.g.
-    the URI that `src` bytes were fetched from.
+    the URI that `src` bytes were fetched from. A URI `src` (a workdir or dataset on an object
+    store) is fetched whole and decoded in memory.
     """
     name = name or _describe(src)
+    if isinstance(src, str) and storage.is_uri(src):
+        src = storage.read_bytes(src)
     empty = len(src) == 0 if isinstance(src, bytes) else Path(src).stat().st_size == 0
     if empty:
         raise SkipSample(f"{name}: zero-byte file")

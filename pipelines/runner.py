@@ -246,16 +246,19 @@ def _start(
 
 
 def _stage_thread(run: _Run, stage: Stage, inputs: Mapping[str, dict], ended: queue.SimpleQueue) -> None:
+    """Run one stage and always report how it ended: the main thread waits for that report."""
+    outcome: dict | BaseException = RuntimeError(f"stage {stage.name!r} ended without a result")
     try:
-        outcome: dict | BaseException = _run_stage(run, stage, inputs)
+        outcome = _run_stage(run, stage, inputs)
     except BaseException as err:
+        outcome = err
         state = run.record.stages[stage.name]
         if state.status != "failed" and not run.abandoned.is_set():  # failed outside the stage's code
             state.status, state.ended = "failed", time.time()
             state.error = "".join(traceback.format_exception(err))[-4000:]
             run.record.save()
-        outcome = err
-    ended.put((stage.name, outcome))
+    finally:
+        ended.put((stage.name, outcome))
 
 
 def _worker_group(stage: Stage, config: PipelineConfig) -> list[dict[str, float]]:

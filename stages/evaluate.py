@@ -71,7 +71,7 @@ def run(ctx: StageContext) -> dict:
     for plot in plots:
         tracking.log_artifact(ctx.tracking, plot, "evaluation")
     print_summary(metrics)
-    return {"metrics": METRICS, "plots": [p.name for p in plots], "summary": summary(metrics)}
+    return {"metrics": METRICS, "plots": [storage.name(p) for p in plots], "summary": summary(metrics)}
 
 
 @ray.remote(num_cpus=1)

@@ -302,10 +302,8 @@ def load_frames(video: SourceVideo, indices: Sequence[int] | None = None) -> Dec
     if not storage.exists(location):
         raise SkipSample(f"{location}: listed at discovery but no longer exists")
     if video.kind == "file":
-        # decord and PyAV read a local file by path; a stored one is fetched whole (one video
-        # is a few MB) and decoded from memory, named by its URI in any SkipSample.
-        source = storage.read_bytes(location) if storage.is_uri(location) else location
-        return decode_video(source, indices, name=location)
+        # A stored video is fetched whole (a few MB) by decode_video and decoded from memory.
+        return decode_video(location, indices)
     if video.kind == "frames":
         return _read_frame_folder(location, indices, float(video.meta.get("fps", DEFAULT_FRAME_FOLDER_FPS)))
     raise ValueError(

@@ -11,6 +11,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,34 +127,18 @@ class MlflowServer:
     artifacts: Path  # --artifacts-destination: where the server writes what clients upload
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+@contextmanager
+def running_mlflow_server(root: Path, *flags: str) -> Iterator[MlflowServer]:
     """`mlflow server` on 127.0.0.1: SQLite store, artifacts proxied (`--serve-artifacts`) to a
-    folder, one worker process. One per test module."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+    folder under `root`, one worker process, plus `flags`."""
     port = free_port()
     log = root / "server.log"
+    command = [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    command += ["--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", *flags]
     with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                str(VENV_BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its uvicorn workers go with it
-        )
+        # A new session: its uvicorn workers go with it.
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until(
@@ -165,3 +151,10 @@ def mlflow_server(tmp_path_factory):
         yield MlflowServer(url=url, artifacts=root / "artifacts")
     finally:
         _stop(server, 5)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One `running_mlflow_server` per test module."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server

@@ -17,7 +17,7 @@ from data_prep import storage
 from data_prep.atomic import FolderLockedError, exclusive_folder
 from data_prep.index import read_index
 from data_prep.shard_writer import read_shard, write_shard
-from tests.conftest import PIPELINES, S3_BUCKET, TINY_DEMO
+from tests.conftest import PIPELINES, S3_BUCKET, TINY_AUTOENCODER, TINY_DEMO, TINY_DIFFUSION
 
 BUCKET = S3_BUCKET
 LVDM = [sys.executable, "-m", "pipelines.cli"]
@@ -147,3 +147,23 @@ def test_demo_through_cache_latents_on_s3_survives_a_kill(s3, tmp_path):
     assert not any(".tmp" in f for f in storage.walk_files(workdir)), "nothing temporary on the store"
     # MLflow: metadata in the local embedded store, artifacts (the checkpoint) in the bucket.
     assert any(f.endswith("checkpoint/autoencoder.pt") for f in storage.walk_files(f"{workdir}/mlartifacts"))
+
+
+@pytest.mark.slow  # about 2.5 min on 2 cores; the default run covers shard..cache_latents above
+def test_the_whole_dag_runs_on_s3_and_writes_videos_and_metrics_there(s3, tmp_path):
+    from tests.stages.test_train_diffusion import CHEAP_AUTOENCODER, SAMPLE, STAGES
+
+    workdir = f"s3://{BUCKET}/whole-dag"
+    overrides = TINY_DEMO + TINY_AUTOENCODER + CHEAP_AUTOENCODER + TINY_DIFFUSION + SAMPLE + [STAGES]
+    sets = [a for o in overrides for a in ("--set", o)]
+    env = {**os.environ, **s3, "RAY_AUTH_MODE": "disabled"}
+    done = _lvdm(env, "run", str(PIPELINES / "demo.yaml"), "--workdir", workdir, *sets)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    stages = {n.split("-")[0]: f"{workdir}/stages/{n}" for n in storage.listdir(f"{workdir}/stages")}
+    sample = storage.read_json(storage.join(stages["sample"], "manifest.json"))["outputs"]
+    for job in sample["jobs"].values():
+        assert all(storage.is_file(storage.join(stages["sample"], video)) for video in job["videos"])
+        assert storage.is_file(storage.join(stages["sample"], job["contact_sheet"]))
+    metrics = storage.read_json(storage.join(stages["evaluate"], "metrics.json"))
+    assert set(metrics["jobs"]) == set(sample["jobs"])
+    assert storage.is_file(storage.join(stages["evaluate"], "fvd_over_time.png"))

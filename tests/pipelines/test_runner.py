@@ -135,3 +135,17 @@ def test_stage_locked_by_another_process_fails_naming_the_folder_and_its_holder(
     [run_id] = list_runs(tmp_path.resolve())
     record = RunRecord.load(tmp_path.resolve(), run_id)
     assert record.status == "failed" and record.stages["shard"].status == "failed"
+
+
+def test_an_mlflow_server_that_refuses_our_host_header_fails_fast_naming_allowed_hosts(tmp_path):
+    """MLflow 3 answers /health to anyone but refuses API calls whose Host it does not allow."""
+    from pipelines.runner import _check_tracking_server
+    from tests.pipelines.conftest import running_mlflow_server
+
+    with running_mlflow_server(tmp_path, "--allowed-hosts", "mlflow:5000") as server:
+        with pytest.raises(PipelineError) as caught:
+            _check_tracking_server(server.url)
+    message = str(caught.value)
+    host = server.url.removeprefix("http://")
+    assert f"refuses requests addressed to {host!r}" in message
+    assert f"--allowed-hosts {host}" in message

@@ -5,7 +5,6 @@ and a resubmission adds a parent run but no stage run. Servers: `ray_head`, `mlf
 import json
 from pathlib import Path
 
-import pytest
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -48,7 +47,8 @@ def _runs(client: MlflowClient) -> tuple[list, dict]:
     return parents, {r.info.run_id: r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags}
 
 
-@pytest.mark.slow  # 75 s on 2 cores (2.5 min when busy): a Ray head, an MLflow server, 2 jobs
+# 75 s on 2 cores (2.5 min when busy): a Ray head, an MLflow server, 2 jobs. In the default run:
+# it is issue 13's "submitted job against a real MLflow server".
 def test_a_submitted_pipeline_is_tracked_on_the_server_and_a_resubmission_adds_no_stage_run(
     ray_head, mlflow_server, tmp_path, capsys
 ):
