@@ -68,11 +68,12 @@ class RayHead:
 
 
 @pytest.fixture(scope="session")
-def ray_head():
+def ray_head(s3):
     """`ray start --head` on 127.0.0.1 with two CPUs, every port free-picked; started once for
-    the session, since a start costs ~15 s on 2 cores. The dashboard (Jobs API) listens on
-    127.0.0.1 only; Ray's GCS and raylet gRPC servers listen on all interfaces whatever
-    --node-ip-address says (no `ray start` option changes that)."""
+    the session, since a start costs ~15 s on 2 cores. It reaches the session's S3 server (`s3`
+    sets AWS_ENDPOINT_URL and keys first), as a cluster's nodes reach their object store. The
+    dashboard (Jobs API) listens on 127.0.0.1 only; Ray's GCS and raylet gRPC servers listen on
+    all interfaces whatever --node-ip-address says (no `ray start` option changes that)."""
     # The job's entrypoint runs `python` from the head's PATH: this environment's.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
