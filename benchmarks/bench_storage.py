@@ -2,7 +2,9 @@
 
 Writes shard-sized files the way the stages do (one whole-file write each; a staged folder
 published by a task), then reads them back the way the loaders do (`read_shard` streaming the
-tar), and prints MB/s for both and the local/S3 ratio. With no `--endpoint` it starts moto's
+tar), and prints MB/s for both and the local/S3 ratio. The last row is the baseline `read_shard`
+replaced: tarfile over a stream without read-ahead, one range request per 10 KB block; compare
+it with the `read_shard` row's s3 column. With no `--endpoint` it starts moto's
 server on 127.0.0.1: moto is a Python test server, so its figure is a floor for the code path,
 not what S3 or MinIO deliver; give `--endpoint http://HOST:9000 --bucket B` (and the AWS_* keys)
 to measure a real store.
@@ -17,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +70,16 @@ def measure(root: str, files: int, payload: bytes) -> dict[str, float]:
     )
     assert read == files * len(payload)
     streamed = megabytes / (time.perf_counter() - started)
-    return {"write": direct, "staged publish": staged, "read_shard": streamed}
+
+    # The baseline read_shard replaced: tarfile over the store's stream with no read-ahead.
+    started = time.perf_counter()
+    for shard in storage.glob(storage.join(root, "staged", "train-*.tar")):
+        filesystem, path = storage.resolve(shard)
+        with filesystem.open_input_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                tar.extractfile(member).read()
+    unbuffered = megabytes / (time.perf_counter() - started)
+    return {"write": direct, "staged publish": staged, "read_shard": streamed, "unbuffered read": unbuffered}
 
 
 def main() -> None:
