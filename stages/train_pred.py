@@ -66,19 +66,25 @@ def prediction_check(ctx: StageContext, section, pred_file: str, uncond_file: st
     prediction, _ = load_unet(pred_file)
     unconditional, _ = load_unet(uncond_file)
     sampling = ctx.config.sampling
+    # The driver's thread count is process-wide and other stages may be running beside this
+    # one (the runner runs independent stages concurrently): set it for the check, then restore.
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, section.train.cpus_per_worker))
-    return continuation_errors(
-        prediction,
-        unconditional,
-        clips,
-        schedule_of(ctx.config.diffusion.schedule.model_dump()),
-        cond_frames=section.cond_frames,
-        sampler=sampling.sampler,
-        steps=sampling.steps,
-        eta=sampling.eta,
-        noise_level=sampling.noise_level,
-        guidance_weight=sampling.guidance_weight,
-    )
+    try:
+        return continuation_errors(
+            prediction,
+            unconditional,
+            clips,
+            schedule_of(ctx.config.diffusion.schedule.model_dump()),
+            cond_frames=section.cond_frames,
+            sampler=sampling.sampler,
+            steps=sampling.steps,
+            eta=sampling.eta,
+            noise_level=sampling.noise_level,
+            guidance_weight=sampling.guidance_weight,
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 STAGE = Stage(
