@@ -1,14 +1,13 @@
 """One writer per stage folder, and the leftovers of a killed writer.
 
 The atomic writes themselves (temporary sibling + rename locally, one PUT on an object store)
-live in `data_prep.storage`; the names below are kept for the callers that write local paths.
+are `data_prep.storage.write_bytes` / `write_json`.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from data_prep import storage
-from data_prep.storage import write_bytes as write_bytes_atomic  # noqa: F401 - re-exported
-from data_prep.storage import write_json as write_json_atomic  # noqa: F401 - re-exported
 
 LOCK_FILE = ".writer.lock"
 
@@ -72,8 +69,7 @@ def exclusive_folder(folder: storage.Location, owner: dict[str, Any]) -> Iterato
 def _lock_path(folder: storage.Location) -> Path:
     if not storage.is_uri(folder):
         return storage.local(folder) / LOCK_FILE
-    digest = hashlib.sha256(str(folder).rstrip("/").encode()).hexdigest()[:16]
-    return Path(os.environ.get("LVDM_LOCK_DIR", Path.home() / ".cache" / "lvdm" / "locks")) / f"{digest}.lock"
+    return storage.machine_folder("locks", "LVDM_LOCK_DIR", folder).with_suffix(".lock")
 
 
 def remove_stale_temporaries(folder: storage.Location) -> list[Path]:

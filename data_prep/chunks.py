@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import storage
-from data_prep.atomic import write_json_atomic
 from data_prep.encode import encode_mp4
 from data_prep.frames import resize_center_crop
 from data_prep.shard_writer import write_shard
@@ -117,7 +116,7 @@ def process_chunk(
         shard_path.unlink()  # a shard with no samples would only trip up the loader
     record = {"chunk": chunk.name, "split": chunk.split, "shard": shard_path.name if written else None}
     record |= {"rows": rows, "skipped": skipped}
-    write_json_atomic(record_path(out_dir, chunk.name), record)
+    storage.write_json(record_path(out_dir, chunk.name), record)
     return record
 
 

@@ -183,5 +183,3 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     tar.addfile(info, io.BytesIO(data))
-
-

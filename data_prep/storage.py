@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob as globbing
+import hashlib
 import json
 import os
 import shutil
@@ -53,6 +54,16 @@ def local(location: Location) -> Path:
 def absolute(location: Location) -> str:
     """Local paths made absolute (Ray tasks run in other working folders); URIs unchanged."""
     return str(location).rstrip("/") if is_uri(location) else str(local(location).resolve())
+
+
+def machine_folder(kind: str, env: str, location: Location | None = None) -> Path:
+    """A folder on this machine for what an object store cannot hold (locks, a SQLite file,
+    caches): `$env`, else `~/.cache/lvdm/<kind>`; given a `location`, a sub-folder named by a
+    hash of it, so each workdir URI gets its own."""
+    folder = Path(os.environ.get(env) or Path.home() / ".cache" / "lvdm" / kind)
+    if location is None:
+        return folder
+    return folder / hashlib.sha256(str(location).rstrip("/").encode()).hexdigest()[:16]
 
 
 def join(location: Location, *parts: str) -> str:
@@ -98,6 +109,12 @@ def exists(location: Location) -> bool:
 def is_file(location: Location) -> bool:
     filesystem, path = resolve(location)
     return filesystem.get_file_info(path).type == pafs.FileType.File
+
+
+def is_dir(location: Location) -> bool:
+    """A folder, local or on a store (where any object under the prefix makes one)."""
+    filesystem, path = resolve(location)
+    return filesystem.get_file_info(path).type == pafs.FileType.Directory
 
 
 def read_bytes(location: Location) -> bytes:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from data_prep import storage
-from data_prep.atomic import FolderLockedError, exclusive_folder, remove_stale_temporaries, write_json_atomic
+from data_prep.atomic import FolderLockedError, exclusive_folder, remove_stale_temporaries
 from pipelines.config import PipelineConfig, TrainSection, to_yaml
 from pipelines.run_record import RunRecord, StageState, new_run_id
 from stages import tracking
@@ -409,7 +409,7 @@ def _run_locked_stage(run: _Run, stage: Stage, inputs: Mapping[str, dict], out_d
         parent_run_id=run.parent.run_id,
         reattach_run_id=in_progress.get("mlflow_run_id"),
     )
-    write_json_atomic(storage.join(out_dir, STAGE_STATE), {"mlflow_run_id": stage_tracking.run_id})
+    storage.write_json(storage.join(out_dir, STAGE_STATE), {"mlflow_run_id": stage_tracking.run_id})
     tracking.log_params(
         stage_tracking, {s: config.section(s).model_dump(mode="json") for s in stage.sections}
     )
@@ -451,7 +451,7 @@ def _run_locked_stage(run: _Run, stage: Stage, inputs: Mapping[str, dict], out_d
         "run_id": record.run_id,
         "duration_s": state.ended - state.started,
     }
-    write_json_atomic(storage.join(out_dir, MANIFEST), manifest)
+    storage.write_json(storage.join(out_dir, MANIFEST), manifest)
     tracking.log_artifact(stage_tracking, storage.join(out_dir, MANIFEST))
     tracking.end_run(stage_tracking, "FINISHED")
     state.status = "done"

@@ -20,7 +20,6 @@ import torch
 from tqdm import tqdm
 
 from data_prep import storage
-from data_prep.atomic import write_json_atomic
 from data_prep.chunks import RECORDS, is_complete, read_record, record_path
 from data_prep.clip_sampling import frames_to_model_range
 from data_prep.decode import decode_video
@@ -193,7 +192,7 @@ def encode_shard(
         dst.unlink()  # an empty shard would only trip up the latent loader
     record = {"chunk": dst.stem, "split": split, "shard": dst.name if written else None}
     record |= {"rows": rows, "skipped": skipped}
-    write_json_atomic(record_path(out_dir, dst.stem), record)
+    storage.write_json(record_path(out_dir, dst.stem), record)
     return record
 
 

@@ -17,10 +17,8 @@ of it to MLflow.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import av
 import numpy as np
@@ -28,7 +26,6 @@ import ray
 import torch
 
 from data_prep import storage
-from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from stages import tracking
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
@@ -64,7 +61,7 @@ def run(ctx: StageContext) -> dict:
     task = _evaluate_task.options(num_gpus=1 if section.use_gpu else 0)
     metrics = ray.get(task.remote(real_shards, jobs, options))
 
-    write_json_atomic(storage.join(ctx.out_dir, METRICS), metrics)
+    storage.write_json(storage.join(ctx.out_dir, METRICS), metrics)
     plots = write_plots(ctx.out_dir, metrics)
     log_metrics(ctx, metrics)
     tracking.log_artifact(ctx.tracking, storage.join(ctx.out_dir, METRICS), "evaluation")
@@ -215,7 +212,7 @@ def i3d_cache(out_dir: str) -> str:
     object store the statistics file is kept on this machine instead (`~/.cache/lvdm/i3d`): its
     key (the shard stage's cache key + clip rule) already names the real set exactly."""
     if storage.is_uri(out_dir):
-        return str(Path(os.environ.get("LVDM_I3D_CACHE", Path.home() / ".cache" / "lvdm" / "i3d")))
+        return str(storage.machine_folder("i3d", "LVDM_I3D_CACHE"))
     return storage.join(storage.parent(storage.parent(out_dir)), "cache", "i3d")
 
 
@@ -268,7 +265,7 @@ def _save(figure, path: str) -> str:
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
     return path
 
 

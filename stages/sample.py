@@ -27,7 +27,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from data_prep import storage
-from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from data_prep.chunks import RECORDS, is_complete, read_record, record_path
 from data_prep.encode import write_mp4_streams
 from lvdm.long_video import LongVideoModels, LongVideoPlan, SamplingSettings
@@ -227,7 +226,7 @@ def sample_job(
         "seconds": seconds,
         "seconds_per_frame": seconds / (videos * plan["frames"]),
     }
-    write_json_atomic(record_path(out_dir, name), record)
+    storage.write_json(record_path(out_dir, name), record)
     return record
 
 
@@ -254,7 +253,7 @@ def write_contact_sheet(path: Path, columns: list[np.ndarray]) -> None:
     grid = np.concatenate([np.concatenate(list(column), axis=0) for column in columns], axis=1)
     buffer = io.BytesIO()
     Image.fromarray(grid).save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
 
 
 STAGE = Stage(

@@ -11,9 +11,6 @@ Ray worker process can log to the stage's run with just the URI and the id.
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -27,8 +24,7 @@ from stages.contract import Tracking
 def default_tracking_uri(workdir: storage.Location) -> str:
     if not storage.is_uri(workdir):
         return f"sqlite:///{storage.local(workdir).resolve() / 'mlflow.db'}"
-    digest = hashlib.sha256(str(workdir).rstrip("/").encode()).hexdigest()[:16]
-    folder = Path(os.environ.get("LVDM_MLFLOW_DIR", Path.home() / ".cache" / "lvdm" / "mlflow")) / digest
+    folder = storage.machine_folder("mlflow", "LVDM_MLFLOW_DIR", workdir)
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
 

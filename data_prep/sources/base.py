@@ -11,7 +11,7 @@ layout that cannot be read at all (missing root, split file or CSV) raises
 
 `data.root` may be a local folder or an object-store URI (`s3://bucket/ucf101`, anything
 `pyarrow.fs` reads): every source lists and reads through the few helpers here (`list_folder`,
-`list_tree`, `is_dir`, `read_text`, `open_text`, `FolderIndex`), which go through
+`list_tree`, `read_text`, `open_text`, `FolderIndex`), which go through
 `data_prep.storage`, so one listing logic serves both. A `SourceVideo.path` is that kind of
 location, a plain string, and `load_frames` resolves it with `data_prep.storage` in whatever
 task it runs, on whichever node.
@@ -113,10 +113,10 @@ def _require_uri_root(dataset: str, root: str, expected: str) -> str:
         "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... as pyarrow reads them)"
     )
     try:
-        if is_dir(root):
+        if storage.is_dir(root):
             return root
         bucket = f"{parsed.scheme}://{parsed.netloc}"
-        bucket_missing = bool(parsed.netloc) and not is_dir(bucket)
+        bucket_missing = bool(parsed.netloc) and not storage.is_dir(bucket)
     except (OSError, ValueError) as err:  # unreachable endpoint, refused credentials, bad URI
         raise DatasetLayoutError(
             f"{dataset}: cannot read {root} ({type(err).__name__}: {err}); {reach}. Check that endpoint "
@@ -227,12 +227,6 @@ def list_tree(folder: storage.Location) -> dict[str, list[Entry]]:
         if entry.is_dir:
             tree.setdefault(entry.location, [])
     return {where: sorted(entries, key=lambda e: e.name) for where, entries in tree.items()}
-
-
-def is_dir(location: storage.Location) -> bool:
-    """A folder, local or on a store (where any object under the prefix makes one)."""
-    filesystem, path = storage.resolve(location)
-    return filesystem.get_file_info(path).type == pafs.FileType.Directory
 
 
 def read_text(location: storage.Location) -> str:

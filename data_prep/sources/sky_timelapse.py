@@ -22,7 +22,6 @@ from data_prep.sources.base import (
     check_splits,
     finish,
     frame_images,
-    is_dir,
     layout_error,
     list_folder,
     list_tree,
@@ -41,7 +40,7 @@ def discover(
     root = require_root(NAME, root, "a folder holding sky_train/ and sky_test/")
     split_dirs = {s: storage.join(root, SPLIT_DIRS[s]) for s in splits}
     for split_dir in split_dirs.values():
-        if not is_dir(split_dir):
+        if not storage.is_dir(split_dir):
             raise layout_error(NAME, split_dir, "<video_id>/<video_id>_<n>/ folders of numbered .jpg frames")
 
     videos: list[SourceVideo] = []

@@ -24,7 +24,6 @@ from data_prep.sources.base import (
     SourceVideo,
     check_splits,
     finish,
-    is_dir,
     layout_error,
     list_folder,
     list_frame_images,
@@ -50,7 +49,7 @@ def discover(
     expected = ".mp4 videos" if format == "mp4" else "one folder of numbered .png frames per video"
     split_dirs = {s: storage.join(root, s) for s in splits}
     for split_dir in split_dirs.values():
-        if not is_dir(split_dir):
+        if not storage.is_dir(split_dir):
             raise layout_error(NAME, split_dir, expected)
 
     videos: list[SourceVideo] = []

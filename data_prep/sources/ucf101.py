@@ -26,7 +26,6 @@ from data_prep.sources.base import (
     SourceVideo,
     check_splits,
     finish,
-    is_dir,
     layout_error,
     make_key,
     read_text,
@@ -46,7 +45,7 @@ def discover(root: storage.Location | None, splits: Sequence[str], split_number:
         raise ValueError(f"UCF-101 split_number must be 1, 2 or 3; got {split_number!r}")
     root = require_root(NAME, root, f"a folder holding {VIDEO_DIR}/ and {SPLIT_DIR}/")
     video_dir, split_dir = storage.join(root, VIDEO_DIR), storage.join(root, SPLIT_DIR)
-    if not is_dir(video_dir):
+    if not storage.is_dir(video_dir):
         raise layout_error(NAME, video_dir, "the class folders <Class>/v_<Class>_gNN_cNN.avi")
     classes = read_class_index(storage.join(split_dir, "classInd.txt"))
     list_files = {s: storage.join(split_dir, f"{_LIST_PREFIX[s]}{split_number:02d}.txt") for s in splits}
