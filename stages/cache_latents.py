@@ -17,7 +17,6 @@ from pathlib import Path
 import pyarrow as pa
 import ray
 import torch
-from tqdm import tqdm
 
 from data_prep import storage
 from data_prep.chunks import RECORDS, is_complete, read_record, record_path
@@ -32,7 +31,7 @@ from stages import tracking
 from stages.autoencoder_file import load_autoencoder
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
-from stages.ray_session import ensure_ray, task_device
+from stages.ray_session import ensure_ray, task_device, wait_all
 
 LATENT_INDEX_SCHEMA = pa.schema(
     [
@@ -74,23 +73,8 @@ def run(ctx: StageContext) -> dict:
         for split, name in pending
     ]
     started = time.perf_counter()
-    # Wait for every task before failing: stopping at the first failure would leave the others
-    # writing into out_dir behind the error, and name only one of the bad shards (as `shard`
-    # does, report them all; a rerun redoes only the shards without a record).
     names = {ref: name for ref, (_, name) in zip(refs, pending, strict=True)}
-    failures: list[str] = []
-    with tqdm(total=len(refs), desc="cache_latents", unit="shard") as bar:
-        remaining = list(refs)
-        while remaining:
-            done, remaining = ray.wait(remaining, num_returns=1)
-            try:
-                ray.get(done[0])
-            except ray.exceptions.RayTaskError as err:
-                cause = str(err.cause) if err.cause else str(err).splitlines()[0]
-                failures.append(f"{names[done[0]]} ({type(err.cause).__name__}: {cause})")
-            except ray.exceptions.RayError as err:  # a worker that died (segfault, OOM kill)
-                failures.append(f"{names[done[0]]} ({type(err).__name__}: {str(err).splitlines()[0]})")
-            bar.update(1)
+    failures = [f"{name} ({_failure_text(err)})" for name, err in wait_all(names, "cache_latents", "shard")]
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(jobs)} video shards failed to encode: {', '.join(failures)}; "
@@ -124,6 +108,13 @@ def run(ctx: StageContext) -> dict:
         "skipped": skipped,
         "autoencoder": ae_path,
     }
+
+
+def _failure_text(err: ray.exceptions.RayError) -> str:
+    if isinstance(err, ray.exceptions.RayTaskError):
+        cause = str(err.cause) if err.cause else str(err).splitlines()[0]
+        return f"{type(err.cause).__name__}: {cause}"
+    return f"{type(err).__name__}: {str(err).splitlines()[0]}"
 
 
 def _stem(shard_name: str) -> str:

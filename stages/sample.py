@@ -24,7 +24,6 @@ import numpy as np
 import ray
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from data_prep import storage
 from data_prep.chunks import RECORDS, is_complete, read_record, record_path
@@ -33,7 +32,7 @@ from lvdm.long_video import LongVideoModels, LongVideoPlan, SamplingSettings
 from stages import tracking
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
-from stages.ray_session import ensure_ray, task_device
+from stages.ray_session import ensure_ray, task_device, wait_all
 
 
 def sampling_settings(sampling: dict, names: Iterable[str]) -> dict[str, SamplingSettings]:
@@ -80,16 +79,7 @@ def run(ctx: StageContext) -> dict:
         ): job_name(name, strategy)
         for name, strategy in pending
     }
-    failures = []
-    with tqdm(total=len(refs), desc="sample", unit="job") as bar:
-        remaining = list(refs)
-        while remaining:
-            done, remaining = ray.wait(remaining, num_returns=1)
-            try:
-                ray.get(done[0])
-            except Exception as err:  # noqa: BLE001 - every failed job is reported by name below
-                failures.append(f"{refs[done[0]]}: {type(err).__name__}: {err}")
-            bar.update(1)
+    failures = [f"{name}: {type(err).__name__}: {err}" for name, err in wait_all(refs, "sample", "job")]
     if failures:
         raise RuntimeError("sampling failed for " + "; ".join(failures) + " (rerun to redo only these)")
 

@@ -12,7 +12,6 @@ import os
 import time
 
 import ray
-from tqdm import tqdm
 
 from data_prep import storage
 from data_prep.chunks import RECORDS, Chunk, is_complete, plan_chunks, process_chunk, read_record, record_path
@@ -20,7 +19,7 @@ from data_prep.index import write_index
 from data_prep.sources import DATASETS, Discovery
 from stages import tracking
 from stages.contract import Stage, StageContext
-from stages.ray_session import ensure_ray
+from stages.ray_session import ensure_ray, wait_all
 
 FAULT_ENV = "LVDM_FAULT_INJECT"  # "<chunk name>[:<samples before failing>]", for failure tests
 
@@ -117,21 +116,14 @@ def _run_chunks(chunks: list[Chunk], out_dir: str, data, crf: int, fault: tuple[
         fail_after = fault[1] if fault and fault[0] == chunk.name else None
         ref = _chunk_task.remote(chunk, out_dir, data.resolution, data.min_frames, crf, fail_after)
         futures[ref] = chunk.name
-    failures: list[tuple[str, str]] = []
-    with tqdm(total=sum(len(c.videos) for c in chunks), desc="shard", unit="video") as bar:
-        remaining = list(futures)
-        sizes = {c.name: len(c.videos) for c in chunks}
-        while remaining:
-            done, remaining = ray.wait(remaining, num_returns=1)
-            name = futures[done[0]]
-            try:
-                ray.get(done[0])
-            except ray.exceptions.RayTaskError as err:
-                failures.append((name, str(err.cause) if err.cause else str(err).splitlines()[0]))
-            except ray.exceptions.RayError as err:  # a worker that died (segfault, OOM kill)
-                failures.append((name, f"{type(err).__name__}: {str(err).splitlines()[0]}"))
-            bar.update(sizes[name])
-    return failures
+    sizes = {c.name: len(c.videos) for c in chunks}
+    return [(name, _failure_text(err)) for name, err in wait_all(futures, "shard", "video", sizes)]
+
+
+def _failure_text(err: ray.exceptions.RayError) -> str:
+    if isinstance(err, ray.exceptions.RayTaskError):
+        return str(err.cause) if err.cause else str(err).splitlines()[0]
+    return f"{type(err).__name__}: {str(err).splitlines()[0]}"
 
 
 def _fault_injection() -> tuple[str, int] | None:
