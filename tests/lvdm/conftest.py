@@ -1,4 +1,4 @@
-"""Fixtures for the pretrained LPIPS / I3D tests: the JAX reference outputs.
+"""Fixtures for the lvdm tests: the JAX reference outputs for LPIPS / I3D, and a tiny UNet.
 
 (`pretrained_home`, the weights cache fixture, lives in tests/conftest.py: stage tests use it too.)
 """
@@ -13,6 +13,17 @@ import torch
 from einops import rearrange
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "pretrained_reference.npz"
+
+# A UNet3D small enough for a CPU test step, with every block kind (two levels, attention at the
+# second): the UNet and diffusion-trainer tests build it.
+TINY_UNET = dict(
+    model_channels=16,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(2,),
+    num_heads=2,
+    norm_groups=8,
+)
 
 
 @pytest.fixture(scope="session")

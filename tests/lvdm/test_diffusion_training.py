@@ -11,15 +11,7 @@ from lvdm.diffusion_training import DiffusionTrainer, TimestepBuckets
 from lvdm.ema import EMA
 from lvdm.precision import autocast_dtype
 from lvdm.unet import UNet3D
-
-TINY = dict(
-    model_channels=16,
-    channel_mult=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(2,),
-    num_heads=2,
-    norm_groups=8,
-)
+from tests.lvdm.conftest import TINY_UNET as TINY
 
 
 def _trainer(conditional: bool = False, seed: int = 0, **kwargs) -> DiffusionTrainer:

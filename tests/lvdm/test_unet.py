@@ -17,15 +17,7 @@ from lvdm.unet import (
     UNet3DConfig,
     init_from_unconditional,
 )
-
-TINY = dict(
-    model_channels=16,
-    channel_mult=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(2,),
-    num_heads=2,
-    norm_groups=8,
-)
+from tests.lvdm.conftest import TINY_UNET as TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
