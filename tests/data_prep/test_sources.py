@@ -27,18 +27,11 @@ from data_prep.sources import (
 from tests.fixtures import datasets as fx
 
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-LAYOUTS = {
-    "ucf101": fx.make_ucf101,
-    "sky_timelapse": fx.make_sky_timelapse,
-    "taichi_mp4": lambda root: fx.make_taichi(root, "mp4"),
-    "taichi_png": lambda root: fx.make_taichi(root, "png"),
-    "webvid": fx.make_webvid,
-}
 
 
-@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+@pytest.fixture(scope="module", params=sorted(fx.LAYOUTS))
 def layout(request, tmp_path_factory) -> fx.FixtureSpec:
-    return LAYOUTS[request.param](tmp_path_factory.mktemp(request.param))
+    return fx.LAYOUTS[request.param](tmp_path_factory.mktemp(request.param))
 
 
 def discover(spec: fx.FixtureSpec, splits=("train", "test")):

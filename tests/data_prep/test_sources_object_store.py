@@ -24,14 +24,6 @@ from pipelines.config import load_pipeline
 from tests.conftest import PIPELINES, S3_BUCKET
 from tests.fixtures import datasets as fx
 
-LAYOUTS = {
-    "ucf101": fx.make_ucf101,
-    "sky_timelapse": fx.make_sky_timelapse,
-    "taichi_mp4": lambda root: fx.make_taichi(root, "mp4"),
-    "taichi_png": lambda root: fx.make_taichi(root, "png"),
-    "webvid": fx.make_webvid,
-}
-
 
 def upload_folder(folder: Path, uri: str) -> None:
     filesystem, path = storage.resolve(uri)
@@ -48,7 +40,7 @@ def discover(spec: fx.FixtureSpec, root: str | Path) -> Discovery:
 def stored(s3, tmp_path_factory) -> dict[str, tuple[fx.FixtureSpec, str]]:
     """Every layout built locally and copied to s3://S3_BUCKET/sources/<layout>."""
     out = {}
-    for name, make in LAYOUTS.items():
+    for name, make in fx.LAYOUTS.items():
         spec = make(tmp_path_factory.mktemp(name))
         uri = f"s3://{S3_BUCKET}/sources/{name}"
         upload_folder(spec.root, uri)
@@ -56,7 +48,7 @@ def stored(s3, tmp_path_factory) -> dict[str, tuple[fx.FixtureSpec, str]]:
     return out
 
 
-@pytest.fixture(params=sorted(LAYOUTS))
+@pytest.fixture(params=sorted(fx.LAYOUTS))
 def layout(request, stored) -> tuple[fx.FixtureSpec, str]:
     return stored[request.param]
 
