@@ -5,10 +5,14 @@
 2. A diffusion training batch of latents read from the cache (`latent_window_loader`)
    versus made on the fly from video shards (`video_clip_loader` + the encoder), side by side.
 3. The paper-size latent: numbers per 256x256x16 clip, from a real encoder forward pass.
+4. The stage's two engines on a local Ray cluster (`--ray-cpus`, default 2), same shards, same
+   run, alternated (tasks, ray_data, tasks, ray_data): `cache_latents.engine: tasks` (one Ray
+   task per shard) against `ray_data` (streaming decode tasks -> encoder actor pool), wall
+   seconds each including Ray Data's start-up, which every stage run pays.
 
 Weights are random: throughput does not depend on their values.
 
-    python benchmarks/bench_cache_latents.py [--videos 32] [--batches 10] [--skip-paper]
+    python benchmarks/bench_cache_latents.py [--videos 32] [--batches 10] [--skip-paper] [--skip-engines]
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--skip-engines", action="store_true")
+    parser.add_argument("--ray-cpus", type=int, default=2)
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}; demo autoencoder {DEMO_AE.fs=} {DEMO_AE.ft=} hidden 16")
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,6 +98,9 @@ def main() -> None:
             f"decode + encode on the fly {live:.1f} batches/s -> cache is {cached / live:.1f}x faster"
         )
 
+        if not args.skip_engines:
+            compare_engines(folder, shards, args.videos, args.ray_cpus)
+
     if not args.skip_paper:
         paper = VideoAutoencoder(AutoencoderConfig.paper()).eval()
         with torch.no_grad():
@@ -104,6 +113,35 @@ def main() -> None:
             f"numbers vs {pixels:,} pixel values ({pixels / latent[0].numel():.0f}x fewer); "
             f"one CPU encode {seconds:.1f} s"
         )
+
+
+def compare_engines(folder: Path, shards: list[Path], videos: int, cpus: int) -> None:
+    """Both `cache_latents` engines over the same shards, alternated, on one local Ray cluster."""
+    import ray
+
+    from pipelines.config import CacheLatentsSection
+    from stages.cache_latents import encode_pending
+
+    ray.init(num_cpus=cpus, log_to_driver=False)
+    sources = [("train", str(s)) for s in shards]
+    seconds: dict[str, list[float]] = {"tasks": [], "ray_data": []}
+    outputs = {}
+    for attempt in range(2):
+        for engine in seconds:
+            out = folder / f"{engine}-{attempt}"
+            settings = CacheLatentsSection(engine=engine, batch_size=8, precision="fp32")
+            started = time.perf_counter()
+            failures = encode_pending(settings, sources, out, str(folder / "ae.pt"), FRAMES, 1)
+            seconds[engine].append(time.perf_counter() - started)
+            assert not failures, failures
+            outputs[engine] = sorted((p.name, p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    ray.shutdown()
+    each = videos // len(shards)
+    print(f"cache_latents engines, {len(shards)} shards x {each} videos, Ray with {cpus} CPUs:")
+    for engine, runs in seconds.items():
+        rates = ", ".join(f"{s:.1f} s ({videos / s:.1f} videos/s)" for s in runs)
+        print(f"    {engine:8s} {rates}")
+    print(f"    outputs identical bit for bit: {outputs['tasks'] == outputs['ray_data']}")
 
 
 def _rate(make_loader, encode: VideoAutoencoder | None = None) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import storage
+from data_prep.decode import DecodeBudget
 from data_prep.encode import encode_mp4
 from data_prep.frames import resize_center_crop
 from data_prep.shard_writer import write_shard
@@ -59,9 +60,14 @@ def read_record(out_dir: storage.Location, chunk_name: str) -> dict:
     return storage.read_json(record_path(out_dir, chunk_name))
 
 
-def prepare_sample(video: SourceVideo, resolution: int, min_frames: int, crf: int) -> tuple[bytes, dict]:
-    """Decode, check length, resize + centre crop, re-encode. Raises SkipSample."""
-    decoded = load_frames(video)
+def prepare_sample(
+    video: SourceVideo, resolution: int, min_frames: int, crf: int, budget: DecodeBudget | None = None
+) -> tuple[bytes, dict]:
+    """Decode (within `budget`), check length, resize + centre crop, re-encode. Raises SkipSample."""
+    budget = budget or DecodeBudget()
+    # Every frame is held resized to resolution x resolution: count it at least that big.
+    budget = DecodeBudget(budget.pixels, budget.file_bytes, max(budget.min_frame_pixels, resolution**2))
+    decoded = load_frames(video, budget=budget)
     if decoded.num_frames < min_frames:
         raise SkipSample(
             f"{video.path or video.key}: {decoded.num_frames} frames, shorter than one clip "
@@ -89,6 +95,7 @@ def process_chunk(
     min_frames: int,
     crf: int,
     fail_after: int | None = None,
+    budget: DecodeBudget | None = None,
 ) -> dict:
     """Write one shard + its record into a local folder; returns the record.
 
@@ -104,7 +111,7 @@ def process_chunk(
             if fail_after is not None and len(rows) >= fail_after:
                 raise InjectedFault(f"injected failure in chunk {chunk.name} after {len(rows)} samples")
             try:
-                mp4, meta = prepare_sample(video, resolution, min_frames, crf)
+                mp4, meta = prepare_sample(video, resolution, min_frames, crf, budget)
             except SkipSample as skip:
                 skipped.append({"path": video.path or video.key, "key": video.key, "reason": skip.reason})
                 continue

@@ -21,6 +21,8 @@ from types import TracebackType
 import av
 import numpy as np
 
+from data_prep import storage
+
 
 def encode_mp4(frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> bytes:
     """Encode `(t h w c)` uint8 RGB frames to mp4 bytes."""
@@ -43,10 +45,7 @@ def encode_mp4(frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> bytes:
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> Path:
     """Write an mp4 atomically: a crash never leaves a truncated file at `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_mp4(frames, fps=fps, crf=crf))
-    tmp.replace(path)
+    storage.write_bytes(path, encode_mp4(frames, fps=fps, crf=crf))
     return path
 
 
@@ -63,14 +62,21 @@ class Mp4Writer:
         self.path = Path(path)
         self.fps, self.crf = fps, crf
         self.frames = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._tmp: Path | None = None  # a fresh name on entry (`storage.temporary_sibling`)
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> Mp4Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        self._file, self._tmp = storage.temporary_sibling(self.path)
+        try:
+            # The open file, not its name: the name could be swapped for a link in between.
+            self._container = av.open(self._file, mode="w", format="mp4")
+        except BaseException:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
         return self
 
     def write(self, frames: np.ndarray) -> None:
@@ -111,11 +117,14 @@ class Mp4Writer:
                     container.mux(packet)
                 complete = True
         finally:
-            container.close()
-            if complete:
-                self._tmp.replace(self.path)
-            else:
-                self._tmp.unlink(missing_ok=True)
+            try:
+                container.close()
+            finally:
+                self._file.close()
+                if complete:
+                    self._tmp.replace(self.path)
+                else:
+                    self._tmp.unlink(missing_ok=True)
 
 
 def write_mp4_streams(

@@ -8,9 +8,9 @@ with dots are refused here instead.
 
 `webdataset.ShardWriter` and `TarWriter` on a final name write straight to that name, so a
 crash leaves a truncated tar that looks like a finished shard to the next run. The writer
-below writes to a hidden temporary name in the same folder and renames it onto the final
-name only once the tar is complete (`os.replace` is atomic within one file system), so a
-shard either exists whole or not at all.
+below writes to a hidden temporary name in the same folder (a fresh one, so never a planted
+link) and renames it onto the final name only once the tar is complete (`os.replace` is
+atomic within one file system), so a shard either exists whole or not at all.
 
 Shards are read through `data_prep.storage` (pyarrow.fs) when given a URI (`s3://`, `gs://`),
 so the same reader serves a laptop and a cluster with shared storage (DESIGN.md, "Storage").
@@ -52,7 +52,7 @@ class AtomicShardWriter:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp_path: Path | None = None  # created on entry, `storage.temporary_sibling`
         self.count = 0
         self._keys: set[str] = set()
         self._file: IO[bytes] | None = None
@@ -60,7 +60,7 @@ class AtomicShardWriter:
 
     def __enter__(self) -> AtomicShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._file, self.tmp_path = storage.temporary_sibling(self.path)  # closed in close()/abort()
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
         return self
 
@@ -80,7 +80,7 @@ class AtomicShardWriter:
 
     def close(self) -> None:
         """Finish the tar, flush it to disk, then make it visible under its final name."""
-        assert self._tar is not None and self._file is not None
+        assert self._tar is not None and self._file is not None and self.tmp_path is not None
         self._tar.close()
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -94,7 +94,8 @@ class AtomicShardWriter:
             if handle is not None:
                 handle.close()
         self._tar = self._file = None
-        self.tmp_path.unlink(missing_ok=True)
+        if self.tmp_path is not None:
+            self.tmp_path.unlink(missing_ok=True)
 
     def __exit__(
         self,

@@ -7,8 +7,10 @@ workdir on S3, MinIO or any S3-protocol server needs no project setting beyond t
 
 Atomicity is the same promise on both: a reader sees a file whole or not at all.
 - Local: write a temporary sibling, fsync, rename (`os.replace` is atomic in one file system).
-- Object store: one PUT; the store makes an object visible only once its upload (multipart
-  included) completes, so the PUT is the rename and nothing temporary is left on the store.
+- Object store: upload to a hidden temporary key, then move it onto the final key (a
+  server-side copy). The store shows an object only once its upload completes, but pyarrow's
+  stream completes it even when the writer is interrupted, so the final key is written only
+  by the move; an interrupted upload deletes its temporary.
 
 Writers that produce many files (a shard chunk, a sampled video set) work in a local folder
 and publish it with `staged_folder`: files first, completion records last, so a task killed
@@ -17,24 +19,58 @@ mid-upload leaves no record and the rerun redoes that chunk.
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import glob as globbing
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pyarrow import fs as pafs
 
 Location = str | Path
 STREAM_BUFFER = 8 << 20
+
+
+class LocationError(argparse.ArgumentTypeError, ValueError):
+    """A location that cannot be used as written. An ArgumentTypeError too, so that argparse (which
+    calls `absolute` for `--workdir`) prints this message, not "invalid absolute value"."""
+
+
+class CredentialsInURIError(LocationError):
+    """A storage URI with `KEY:SECRET@` in it; the message never repeats it."""
+
+
+def refuse_credentials(location: Location) -> None:
+    """Refuse a URI that carries credentials (`s3://KEY:SECRET@bucket/…`): pyarrow would take
+    them for part of the bucket or key, and they would reach object keys, run records and
+    error messages. The message never repeats the URI (a secret may hold '/', so no part of
+    it is known to be safe to show)."""
+    text = str(location)
+    scheme, sep, rest = text.partition("://")
+    authority = rest.split("/", 1)[0]
+    if sep and ("@" in authority or (scheme in ("s3", "gs", "gcs") and ":" in authority)):
+        where = (
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_ENDPOINT_URL, AWS_DEFAULT_REGION for "
+            "another S3 server), as pyarrow reads them"
+            if scheme == "s3"
+            else "the environment the store's pyarrow file system reads (GOOGLE_APPLICATION_CREDENTIALS "
+            "for gs://)"
+        )
+        raise CredentialsInURIError(
+            f"a {scheme}:// location with credentials in it (USER:SECRET@ before the bucket or host; "
+            f"not shown here) is refused: they would end up in object keys, run records and error "
+            f"messages. Write it as {scheme}://BUCKET/path and put the credentials in {where}"
+        )
 
 
 def is_uri(location: Location) -> bool:
@@ -48,11 +84,32 @@ def local(location: Location) -> Path:
     text = str(location)
     if is_uri(text):
         raise ValueError(f"{text} is not on the local file system")
-    return Path(urlparse(text).path) if text.startswith("file://") else Path(text)
+    return _file_uri_path(text) if text.startswith("file://") else Path(text)
+
+
+def _file_uri_path(text: str) -> Path:
+    """`file:///abs/path` or `file://localhost/abs/path`, percent-decoded (`%20` is a space).
+
+    Any other host is refused: `file://lvdm-work` is not the folder lvdm-work (it names a host
+    and an empty path, which once read as the current folder), and a remote host is not mounted.
+    """
+    # Split by hand, not urlparse: '#' and '?' are ordinary file-name characters here (Taichi's
+    # `<id>#<start>#<end>.mp4`), not a fragment and a query.
+    host, _, path = text.removeprefix("file://").partition("/")
+    if host not in ("", "localhost"):
+        raise LocationError(
+            f"{text}: a file:// URI names a host ({host!r}) before its path; lvdm reads only this "
+            f"machine's files. Write file:///absolute/path (three slashes), or a plain path such as "
+            f"./{host}{'/' + path if path else ''}"
+        )
+    if not path:
+        raise LocationError(f"{text}: a file:// URI without a path; write file:///absolute/path")
+    return Path(unquote("/" + path))
 
 
 def absolute(location: Location) -> str:
     """Local paths made absolute (Ray tasks run in other working folders); URIs unchanged."""
+    refuse_credentials(location)
     return str(location).rstrip("/") if is_uri(location) else str(local(location).resolve())
 
 
@@ -90,6 +147,7 @@ def resolve(location: Location) -> tuple[pafs.FileSystem, str]:
     """The pyarrow file system and the path inside it, e.g. (S3FileSystem, "bucket/w/runs")."""
     if not is_uri(location):
         return pafs.LocalFileSystem(), str(local(location))
+    refuse_credentials(location)
     parsed = urlparse(str(location))
     if not parsed.netloc:
         raise ValueError(f"{location}: a storage URI needs a bucket or host, e.g. s3://my-bucket/workdir")
@@ -134,9 +192,7 @@ def write_bytes(location: Location, data: bytes) -> None:
     if not is_uri(location):
         _write_local_atomic(local(location), data)
         return
-    filesystem, path = resolve(location)
-    with filesystem.open_output_stream(path) as stream:
-        stream.write(data)
+    _put(location, lambda stream: stream.write(data))
 
 
 def write_json(location: Location, payload: Any) -> None:
@@ -145,15 +201,42 @@ def write_json(location: Location, payload: Any) -> None:
 
 def _write_local_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    handle, tmp = temporary_sibling(path)
     try:
-        with open(tmp, "wb") as handle:
+        with handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temporary_sibling(path: Path) -> tuple[IO[bytes], Path]:
+    """A new file beside `path`, open for writing, to be renamed onto `path` when whole.
+
+    Its name (`.<name>.tmp-<random>`, which `atomic.remove_stale_temporaries` clears after a
+    kill) is created with O_CREAT | O_EXCL | O_NOFOLLOW by `tempfile.mkstemp`: a predictable
+    name would let anyone who can write in a shared workdir plant a symbolic link there and
+    have the write truncate a file elsewhere. The rename replaces a link at `path` itself,
+    never its target. Mode as `open` would give (0666 less the umask), not mkstemp's 0600.
+    """
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return os.fdopen(fd, "wb"), Path(name)
+
+
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    # Read, not set-and-restore: os.umask(0) would briefly apply to every thread of a Ray worker.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 @contextmanager
@@ -218,9 +301,31 @@ def upload(source: Path, location: Location) -> None:
         if destination.resolve() != source.resolve():
             _write_local_atomic(destination, source.read_bytes())
         return
+    with open(source, "rb") as reader:
+        _put(location, lambda writer: shutil.copyfileobj(reader, writer, length=8 << 20))
+
+
+def _put(location: Location, write: Callable[[IO[bytes]], object]) -> None:
+    """Write an object whole or not at all, even when `write` is interrupted.
+
+    pyarrow's output stream has no abort: leaving its `with` block on an exception (a SIGTERM
+    turned KeyboardInterrupt mid-upload) still completes the upload, so what was written so far
+    would appear under the final key (8 MiB of 20, seen). So the bytes go to a hidden temporary
+    key beside it, moved onto the final key (a server-side copy) only once complete, and the
+    temporary is deleted on any exception. A killed process can leave one behind:
+    `atomic.remove_stale_temporaries` clears them, and readers never glob for them.
+    """
     filesystem, path = resolve(location)
-    with open(source, "rb") as reader, filesystem.open_output_stream(path) as writer:
-        shutil.copyfileobj(reader, writer, length=8 << 20)
+    folder, _, base = path.rpartition("/")
+    temporary = f"{folder}/.{base}.tmp-{secrets.token_hex(6)}"
+    try:
+        with filesystem.open_output_stream(temporary) as stream:
+            write(stream)
+        filesystem.move(temporary, path)
+    except BaseException:
+        with suppress(OSError):
+            filesystem.delete_file(temporary)
+        raise
 
 
 @contextmanager

@@ -38,17 +38,24 @@ class FirstClips:
     """Iterable over the first `frames`-frame clip of each video in `source`, up to `limit` clips.
 
     `source` is a folder of videos (searched recursively), a folder of shard `.tar`s, one `.tar`,
-    or a glob of `.tar`s (`"shards/train-*.tar"`). `skipped` maps a video (path, or
+    or a glob of `.tar`s (`"shards/train-*.tar"`), or a list of shard locations (what a stage's
+    manifest lists: a pipeline reads only those). `skipped` maps a video (path, or
     `shard:key`) to why it gave no clip; it fills while iterating.
     """
 
-    def __init__(self, source: str | Path, frames: int = 16, limit: int | None = None) -> None:
+    def __init__(self, source: str | Path | list[str], frames: int = 16, limit: int | None = None) -> None:
         if frames < 1:
             raise ValueError(f"frames must be >= 1; got {frames}")
         if limit is not None and limit < 1:
             raise ValueError(f"limit (clips) must be >= 1; got {limit}")
-        self.source, self.frames, self.limit = str(source), frames, limit
-        self.shards, self.videos = _resolve(self.source)
+        self.frames, self.limit = frames, limit
+        if isinstance(source, list):
+            where = f" in {storage.parent(source[0])}" if source else ""
+            self.source = f"{len(source)} listed shards{where}"
+            self.shards, self.videos = list(source), []
+        else:
+            self.source = str(source)
+            self.shards, self.videos = _resolve(self.source)
         self.skipped: dict[str, str] = {}
 
     @property

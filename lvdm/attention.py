@@ -8,9 +8,16 @@ the text tokens `b m d` as `context` for cross attention.
 
 Temporal attention in LVDM (He et al. 2022, §3.2) carries learned *relative position*
 tables for keys and for values (Shaw et al. 2018), indexed by the clipped distance k - q.
-The key table is an additive bias to the logits. The value table adds Σ_j a_ij · r_v(j - i)
-to the output, which needs the attention weights `a` themselves, so that path computes them
-explicitly (a sequence is only t long); every other path is one call of
+The key table is an additive bias to the logits, in one of two conventions
+(`relative_key`): "standard" (Shaw et al.) `(q_i·k_j + q_i·r_k[clip(j − i)]) / √d`, or
+"official", the term the released LVDM checkpoints were trained with,
+`(q_i·k_j) / √d + (q_j·r_k[clip(i − j)]) / d^(1/4)`: the *key* frame's query against the
+negated distance, scaled by d^(-1/4) only (the release scales q and k by d^(-1/4) each, then
+adds an einsum of the scaled q with the key table whose output axes are swapped). No weight
+mapping turns one into the other, so a network must run with the convention it was trained
+with. The value table adds Σ_j a_ij · r_v(j - i) to the output (the same in both), which
+needs the attention weights `a` themselves, so that path computes them explicitly (a
+sequence is only t long); every other path is one call of
 `torch.nn.functional.scaled_dot_product_attention`.
 """
 
@@ -20,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import Tensor, nn
+
+RELATIVE_KEY_CONVENTIONS = ("standard", "official")
 
 
 class Attention(nn.Module):
@@ -34,6 +43,9 @@ class Attention(nn.Module):
         max_distance: if set, learned relative position tables for keys and values of shape
             `(2 * max_distance + 1, dim / heads)`, shared by the heads, indexed by k - q clipped
             to ±max_distance (LVDM's temporal attention, `temporal_length` = max_distance).
+        relative_key: how the key table enters the logits, "standard" or "official" (see the
+            module docstring); only with `max_distance`. "official" is self-attention only (its
+            term reads the query at every key position).
     """
 
     def __init__(
@@ -44,10 +56,19 @@ class Attention(nn.Module):
         context_dim: int | None = None,
         bias: bool = True,
         max_distance: int | None = None,
+        relative_key: str = "standard",
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"Attention: heads={heads} does not divide dim={dim}")
+        if relative_key not in RELATIVE_KEY_CONVENTIONS:
+            raise ValueError(
+                f"Attention: relative_key={relative_key!r}; choose one of {RELATIVE_KEY_CONVENTIONS}"
+            )
+        if relative_key == "official" and context_dim is not None:
+            raise ValueError(
+                "Attention: relative_key='official' reads q at the key positions: self-attention only"
+            )
         self.heads = heads
         self.head_width = dim // heads
         context_dim = dim if context_dim is None else context_dim
@@ -58,6 +79,7 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, dim, bias=bias)
         self.to_out = nn.Linear(dim, dim)
         self.max_distance = max_distance
+        self.key_convention = relative_key
         if max_distance is not None:
             self.relative_key = nn.Parameter(torch.empty(2 * max_distance + 1, self.head_width))
             self.relative_value = nn.Parameter(torch.empty(2 * max_distance + 1, self.head_width))
@@ -78,13 +100,20 @@ class Attention(nn.Module):
         return self.to_out(rearrange(out, "b heads n d -> b n (heads d)"))
 
     def _relative_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attention with the relative key bias q·r_k(j-i) and the value term Σ_j a_ij r_v(j-i)."""
-        index = relative_distance_index(q.shape[-2], k.shape[-2], self.max_distance, q.device)
-        relative_key, relative_value = self.relative_key[index], self.relative_value[index]  # i j d
+        """Attention with the relative key bias (either convention) and the value term Σ_j a_ij r_v(j-i)."""
+        index = relative_distance_index(q.shape[-2], k.shape[-2], self.max_distance, q.device)  # i j
+        relative_value = self.relative_value[index]  # i j d
         scale = self.head_width**-0.5
-        # Both logit terms are scaled by 1/sqrt(d), as in the official temporal attention.
-        logits = q @ rearrange(k, "b h j d -> b h d j") + einsum(q, relative_key, "b h i d, i j d -> b h i j")
-        weights = (logits * scale).softmax(dim=-1, dtype=torch.float32).to(v.dtype)
+        logits = (q @ rearrange(k, "b h j d -> b h d j")) * scale
+        if self.key_convention == "standard":
+            key_term = einsum(q, self.relative_key[index], "b h i d, i j d -> b h i j") * scale
+        else:
+            # The same square index read the other way round: index[j, i] = clip(i - j) + L, the
+            # row that the key frame j's query q_j meets for query frame i.
+            key_term = einsum(q, self.relative_key[index], "b h j d, j i d -> b h i j") * scale**0.5
+        # Softmax in at least float32 (half-precision logits), float64 kept as it is.
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        weights = (logits + key_term).softmax(dim=-1, dtype=dtype).to(v.dtype)
         return weights @ v + einsum(weights, relative_value, "b h i j, i j d -> b h i d")
 
 

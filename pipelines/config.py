@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DatasetName = Literal["synthetic", "ucf101", "sky_timelapse", "taichi", "webvid"]
+DatasetName = Literal["synthetic", "ucf101", "sky_timelapse", "taichi", "webvid", "captioned_table"]
 SplitName = Literal["train", "test"]
 
 
@@ -89,7 +89,9 @@ _FRAME_FOLDERS = ReadWhen(
 
 class DataConfig(Section):
     dataset: DatasetName
-    root: Annotated[str | None, _for("ucf101", "sky_timelapse", "taichi", "webvid")] = Field(
+    root: Annotated[
+        str | None, _for("ucf101", "sky_timelapse", "taichi", "webvid", "captioned_table")
+    ] = Field(
         None, description="dataset folder in its release layout: a local path or a URI (s3://bucket/ucf101)"
     )
     splits: tuple[SplitName, ...] = ("train", "test")
@@ -101,10 +103,22 @@ class DataConfig(Section):
     webvid_csv: Annotated[dict[SplitName, str], _for("webvid")] = Field(
         default_factory=lambda: {"train": "results_2M_train.csv", "test": "results_2M_val.csv"}
     )
+    captions_table: Annotated[dict[SplitName, str], _for("captioned_table")] = Field(
+        default_factory=lambda: {"train": "train.csv", "test": "test.csv"},
+        description="per split, a .csv/.jsonl/.parquet table of path, caption[, start, end] under data.root",
+    )
     frame_folder_fps: Annotated[float, _FRAME_FOLDERS] = Field(
         25.0, gt=0, description="fps recorded for folders of frames"
     )
     synthetic: Annotated[SyntheticConfig, _for("synthetic")] = Field(default_factory=SyntheticConfig)
+    # What one video may cost to decode (a hostile or huge file is a counted skip, not a worker
+    # killed for memory); a resource guard of the machine, kept out of the cache keys.
+    max_decode_pixels: Annotated[int, EXECUTION] = Field(
+        2**29, ge=1, description="width x height x frames of one video (frames at least resolution²)"
+    )
+    max_file_mib: Annotated[int, EXECUTION] = Field(
+        1024, ge=1, description="stored size of one video or frame, MiB"
+    )
 
     @field_validator("resolution")
     @classmethod
@@ -122,7 +136,13 @@ class DataConfig(Section):
             return value  # None, or a wrong type for the error to name
         text = str(value)
         if "://" in text:
-            return text if text.startswith("file://") else text.rstrip("/")
+            from data_prep.storage import local, refuse_credentials
+
+            refuse_credentials(text)  # s3://KEY:SECRET@bucket: the message points to AWS_*
+            if text.startswith("file://"):
+                local(text)  # file://host/path is refused here, naming the fix
+                return text
+            return text.rstrip("/")
         return str(Path(text))
 
     @model_validator(mode="after")
@@ -202,6 +222,11 @@ class TrainSection(Section):
     )
     num_workers: Annotated[int, EXECUTION] = Field(1, ge=1, description="Ray Train workers (one per GPU)")
     use_gpu: Annotated[bool, EXECUTION] = False
+    compile: Annotated[bool, EXECUTION] = Field(
+        False,
+        description="torch.compile the trained network's forward in place (weights files unchanged); "
+        "off by default: on CPU the demo UNet's step is ~4x faster but its first compile costs minutes",
+    )
     cpus_per_worker: Annotated[int, EXECUTION] = Field(
         1, ge=1, description="CPU cores (and torch threads) per Ray Train worker"
     )
@@ -227,6 +252,11 @@ class AutoencoderTrainSection(TrainSection):
         True, description="decode a posterior sample in training (official); false: the mean"
     )
     normalisation_clips: int = Field(32, ge=1, description="clips encoded to compute the latent scale/shift")
+    latent_normalisation: Literal["scalar", "channel"] = Field(
+        "scalar",
+        description="one scale/shift for all latent channels (the release) or one per channel "
+        "(the small models' choice: see lvdm.autoencoder.latent_normalisation)",
+    )
 
 
 class AutoencoderSection(Section):
@@ -260,6 +290,20 @@ class UNetSection(Section):
         None, ge=1, description="cross-attention width (text-to-video); None = off"
     )
     transformer_depth: int = Field(1, ge=1)
+    relative_key: Literal["standard", "official"] = Field(
+        "standard",
+        description="temporal attention's relative key term: 'official' = the released LVDM "
+        "checkpoints' (paper pipelines); 'standard' = Shaw et al. (default: older unet.pt files, demo)",
+    )
+    use_scale_shift_norm: bool = Field(
+        True, description="false: SD's ResBlocks (timestep embedding added), the text-to-video layout"
+    )
+    temporal_transformer: bool = Field(
+        False, description="SD's spatial transformer with temporal attention inside (text-to-video)"
+    )
+    frame_group_norm: bool = Field(
+        False, description="GroupNorm per frame: an SD-initialised network equals SD on every frame"
+    )
 
     @model_validator(mode="after")
     def _builds(self) -> UNetSection:
@@ -311,6 +355,12 @@ class TrainPredSection(Section):
     cond_frames: int = Field(1, ge=1)
     p_cond: float = Field(0.5, ge=0, le=1)
     max_noise_level: int = Field(250, ge=0, description="conditional latent perturbation s_max")
+    stride_aware: bool = Field(
+        True,
+        description="train on windows at stride 1 and at latent_stride, told which (a stride embedding), "
+        "so autoregressive videos move at the data's pace and hierarchical keys at the keys' pace; "
+        "false: the release's model, keys only",
+    )
     eval_clips: int = Field(8, ge=1, description="held-out clips for the does-it-predict check")
     train: ConditionalTrainSection = Field(default_factory=ConditionalTrainSection)
 
@@ -342,6 +392,11 @@ class SamplingSection(Section):
         100, ge=0, description="conditional latent perturbation s at sampling; official 100"
     )
     guidance_weight: float = Field(0.1, ge=0, description="unconditional guidance w; official 0.1")
+    ddim_last_step: Literal["x0", "release"] = Field(
+        "release",
+        description="DDIM's last jump: to ᾱ_0 as the release's sampler (default: closer to the data with "
+        "an exact denoiser, benchmarks/bench_ddim_last_step.py) or to x̂_0",
+    )
 
 
 class CacheLatentsSection(Section):
@@ -350,6 +405,14 @@ class CacheLatentsSection(Section):
     )
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="encoder autocast, as training")
     use_gpu: Annotated[bool, EXECUTION] = Field(False, description="one GPU per encoding task")
+    engine: Annotated[Literal["tasks", "ray_data"], EXECUTION] = Field(
+        "tasks",
+        description="tasks: one Ray task per shard (decode + encode), faster on small CPU clusters; "
+        "ray_data: streaming decode (CPU tasks) -> encode (actor pool) -> write, for GPU clusters",
+    )
+    concurrency: Annotated[int, EXECUTION] = Field(
+        1, ge=1, description="ray_data engine: encoder actors (one GPU each with use_gpu)"
+    )
 
 
 class SampleSection(Section):
@@ -384,6 +447,9 @@ class EvaluateSection(Section):
     real_clips: int = Field(2048, ge=2, description="real clips (test split) for the statistics and floor")
     batch_size: Annotated[int, EXECUTION] = Field(8, ge=1, description="I3D clips per forward pass")
     i3d: Path | None = Field(None, description="community i3d_torchscript.pt instead of the cached weights")
+    # A TorchScript `i3d` is code: loaded only with its sha256 pinned here, or vouched for.
+    i3d_sha256: Annotated[str | None, EXECUTION] = Field(None, description="the sha256 `i3d` must have")
+    trust_i3d: Annotated[bool, EXECUTION] = Field(False, description="load a TorchScript `i3d` unpinned")
     use_gpu: Annotated[bool, EXECUTION] = False
 
 
@@ -401,6 +467,34 @@ class WeightsConfig(Section):
     home: Path | None = Field(None, description="pretrained weights cache; default $LVDM_HOME")
 
 
+class T2VSection(Section):
+    """Text-to-video (LVDM §5): SD's VAE per frame, frozen CLIP text, SD-initialised UNet, captions.
+
+    `stable_diffusion` is a local SD 1.x folder in the diffusers layout (vae/, unet/,
+    text_encoder/, tokenizer/); nothing is downloaded."""
+
+    stable_diffusion: Path | None = Field(
+        None, description="SD 1.x diffusers folder: vae/ (+ unet/, text_encoder/); required by the T2V stages"
+    )
+    text_encoder: Path | None = Field(
+        None, description="CLIP text folder; None = stable_diffusion's text_encoder/ + tokenizer/"
+    )
+    unet_weights: Path | None = Field(
+        None,
+        description="SD UNet weights for the spatial layers: a .safetensors/.ckpt single file or a "
+        "diffusers folder; None = stable_diffusion's unet/ if it has one, else a fresh network",
+    )
+    frames: int = Field(16, ge=1, description="latent frames per training clip (= video frames: no ft)")
+    caption_dropout: float = Field(0.1, ge=0, le=1, description="p of training on the empty caption")
+    guidance_scale: float = Field(15.0, ge=1, description="classifier-free guidance scale (release: 15)")
+    freeze_spatial: bool = Field(
+        False, description="train the temporal layers only (AnimateDiff); false trains all (the paper)"
+    )
+    cache_batch_frames: Annotated[int, EXECUTION] = Field(16, ge=1, description="frames per VAE call")
+    use_gpu: Annotated[bool, EXECUTION] = False
+    train: DiffusionTrainSection = Field(default_factory=DiffusionTrainSection)
+
+
 class PipelineConfig(Section):
     name: str
     stages: tuple[str, ...]
@@ -412,6 +506,7 @@ class PipelineConfig(Section):
     train_uncond: TrainUncondSection = Field(default_factory=TrainUncondSection)
     train_pred: TrainPredSection = Field(default_factory=TrainPredSection)
     train_interp: TrainInterpSection = Field(default_factory=TrainInterpSection)
+    t2v: T2VSection = Field(default_factory=T2VSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     sample: SampleSection = Field(default_factory=SampleSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
@@ -442,6 +537,11 @@ class PipelineConfig(Section):
                     f"(the encoder halves the clip log2(ft) times): set data.frames to a multiple of "
                     f"{model.ft}, e.g. {_multiple(data.frames, model.ft)}"
                 )
+        if {"cache_t2v_latents", "train_t2v"} & set(self.stages) and self.t2v.stable_diffusion is None:
+            problems.append(
+                "the text-to-video stages (cache_t2v_latents, train_t2v) need t2v.stable_diffusion: set it "
+                "to a local Stable Diffusion 1.x folder in the diffusers layout (vae/, unet/, text_encoder/)"
+            )
         if "train_autoencoder" in self.stages:
             problem = _discriminator_problem(self.autoencoder.loss, data)
             if problem:
@@ -548,7 +648,12 @@ def validate(raw: dict[str, Any], source: str) -> PipelineConfig:
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
-    """`a.b.c=value`, the value parsed as YAML so numbers, booleans and lists work."""
+    """`a.b.c=value`, the value parsed as YAML so numbers, booleans and lists work.
+
+    Every mapping on the path is copied before it is changed: a YAML alias (`train:
+    *diffusion_train`) makes several sections one object, and `--set train_uncond.train.steps=9`
+    must change `train_uncond` only, not every section that shares the anchor.
+    """
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set data.root=/data/UCF101")
@@ -558,12 +663,18 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"--set {override!r}: {part!r} is a value, not a section")
+        node[part] = child = dict(child)
         node = child
     node[leaf] = yaml.safe_load(text) if text else None
 
 
 def to_yaml(config: PipelineConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The config as recorded (`config.yaml`, the MLflow artifact, a submitted job's env): URLs
+    without their `user:password@` (an MLflow server's basic auth), which are never written down.
+    A resume or a job reads them from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."""
+    from lvdm.credentials import strip_userinfo
+
+    return strip_userinfo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def describe_errors(err: ValidationError) -> str:
@@ -586,8 +697,16 @@ def describe_errors(err: ValidationError) -> str:
             lines.append(f"  {message}" if not error["loc"] else f"  {path}: {message}")
         else:
             message = error["msg"].removeprefix("Value error, ")  # a validator's own words
-            lines.append(f"  {path}: given {error['input']!r}; {message}")
+            lines.append(f"  {path}: given {_shown(error['input'])}; {message}")
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A given value as an error repeats it; never a URL's credentials (the part before its '@' may
+    hold a secret with a raw '/', so such a URL is not shown at all)."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return "a URI with credentials in it (not shown)"
+    return repr(value)
 
 
 def _allowed_keys(loc: tuple) -> list[str] | None:

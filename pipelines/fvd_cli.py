@@ -35,8 +35,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--i3d",
         type=Path,
-        help="I3D weights: a .safetensors file, or a TorchScript i3d_torchscript.pt from a trusted source "
-        "(it is code); default: the weights cache of `lvdm weights fetch`",
+        help="I3D weights: a .safetensors file, or a TorchScript i3d_torchscript.pt (it is code: loaded "
+        "only with --i3d-sha256 or --trust-i3d); default: the weights cache of `lvdm weights fetch`",
+    )
+    parser.add_argument(
+        "--i3d-sha256", metavar="HEX", help="the sha256 the TorchScript --i3d file must have to be loaded"
+    )
+    parser.add_argument(
+        "--trust-i3d", action="store_true", help="load a TorchScript --i3d file whatever its sha256"
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(handler=main)
@@ -69,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         sources = {
             side: FirstClips(getattr(args, side), args.frames, args.clips) for side in ("real", "fake")
         }
-        model = load_fvd_model(args.i3d).to(device)
+        model = load_fvd_model(args.i3d, sha256=args.i3d_sha256, trust=args.trust_i3d).to(device)
     except ValueError as err:  # mixed videos and shards; --i3d not an I3D file
         print(f"error: {err}", file=sys.stderr)
         return 2

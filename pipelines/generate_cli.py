@@ -23,11 +23,24 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
     sample = sub.add_parser("sample", help="a long video from a finished run's models (mp4)")
     sample.add_argument("--workdir", type=storage.absolute, default=default_workdir)
     sample.add_argument("--run", help="run id (default: the newest run with trained models)")
-    sample.add_argument("--frames", type=int, default=1024, help="frames of the video (default 1024)")
+    sample.add_argument(
+        "--frames", type=int, help="frames of the video (default 1024; 16 for --models with unet.pt alone)"
+    )
     sample.add_argument("--strategy", choices=("autoregressive", "hierarchical"), default="hierarchical")
     sample.add_argument("--out", help="mp4 path (default <workdir>/samples/<run>-<strategy>.mp4)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="auto", help="auto: cuda if available, else cpu")
+    sample.add_argument(
+        "--models",
+        help="a models folder instead of a run: autoencoder.pt, unet.pt and/or pred/unet.pt, interp/unet.pt "
+        "(as `lvdm weights import` writes them)",
+    )
+    sample.add_argument("--resolution", type=int, default=256, help="with --models: frame size (default 256)")
+    sample.add_argument("--steps", type=int, default=50, help="with --models: sampler steps (default 50)")
+    sample.add_argument("--prompt", help="text-to-video: a clip of this caption from the train_t2v model")
+    sample.add_argument(
+        "--guidance-scale", type=float, help="with --prompt: classifier-free guidance (default: the stage's)"
+    )
     sample.set_defaults(handler=cmd_sample)
 
     evaluate = sub.add_parser("evaluate", help="sample + evaluate stages on a finished run's models")
@@ -38,6 +51,16 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
+
+    if args.models:
+        from pipelines.models_sample import sample_from_models
+
+        return sample_from_models(args)
+    if args.prompt is not None:
+        from pipelines.t2v_sample_cli import sample_from_prompt
+
+        return sample_from_prompt(args)
+    args.frames = 1024 if args.frames is None else args.frames
 
     from data_prep.encode import write_mp4_streams
     from lvdm.long_video import LongVideoPlan, SamplingSettings, long_video_frames

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,14 +47,20 @@ class RunRecord:
     mlflow_tracking_uri: str | None = None
     until: str | None = None  # `--until`: a resume stops at the same stage
     pid: int = field(default_factory=os.getpid)  # the `lvdm` process driving the run
+    # The machine of `pid`: a submitted run is driven on the cluster's head, not where `lvdm
+    # status` runs. None in records written before it was recorded.
+    host: str | None = field(default_factory=socket.gethostname)
     stages: dict[str, StageState] = field(default_factory=dict)
 
     @property
     def display_status(self) -> str:
-        """`running` only while the driving process lives; a killed run reads `interrupted`."""
-        if self.status == "running" and not _alive(self.pid):
-            return "interrupted"
-        return self.status
+        """`running` while the driving process lives, `interrupted` once it is gone; a run
+        driven on another machine reads `running on HOST`, since its process cannot be seen."""
+        if self.status != "running":
+            return self.status
+        if self.host is not None and self.host != socket.gethostname():
+            return f"running on {self.host}"
+        return "running" if _alive(self.pid) else "interrupted"
 
     @property
     def folder(self) -> str:
@@ -80,6 +87,7 @@ class RunRecord:
             )
         raw = storage.read_json(path)
         raw["stages"] = {name: StageState(**state) for name, state in raw["stages"].items()}
+        raw.setdefault("host", None)  # unknown, not this machine's
         return cls(**raw)
 
 

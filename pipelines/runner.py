@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import threading
 import time
 import traceback
@@ -22,10 +23,19 @@ from dataclasses import dataclass, field
 
 from data_prep import storage
 from data_prep.atomic import FolderLockedError, exclusive_folder, remove_stale_temporaries
+from lvdm.credentials import basic_auth, split_userinfo, strip_userinfo, userinfo
 from pipelines.config import PipelineConfig, TrainSection, to_yaml
 from pipelines.run_record import RunRecord, StageState, new_run_id
 from stages import tracking
-from stages.cluster_check import alive_nodes, autoscaler_running, bundle_text, fit_together, worker_bundle
+from stages.cluster_check import (
+    WorkdirUnreachableError,
+    alive_nodes,
+    autoscaler_running,
+    bundle_text,
+    check_workdir_reach,
+    fit_together,
+    worker_bundle,
+)
 from stages.contract import MANIFEST, Stage, StageContext, cache_key, read_manifest
 from stages.registry import STAGES
 
@@ -103,9 +113,10 @@ def run_pipeline(
             state.status, state.error = "pending", None
         record.stages[stage.name] = state
     record.status, record.error, record.pid = "running", None, os.getpid()
+    record.host = socket.gethostname()  # a resume or resubmission may drive it from elsewhere
     record.save()
 
-    uri = config.mlflow.tracking_uri or tracking.default_tracking_uri(workdir)
+    uri = _adopt_credentials(config.mlflow.tracking_uri) or tracking.default_tracking_uri(workdir)
     try:
         _check_tracking_server(uri)
         experiment_id = tracking.ensure_experiment(uri, config.mlflow.experiment or config.name, workdir)
@@ -115,13 +126,15 @@ def run_pipeline(
             name=f"{config.name}-{record.run_id}",
             tags={"lvdm.pipeline": config.name, "lvdm.run_id": record.run_id},
             reattach_run_id=record.mlflow_parent_run_id,
+            warn=lambda message: echo(f"warning: {message}"),
         )
     except Exception as err:
-        record.status, record.error = "failed", str(err)
+        record.status, record.error = "failed", strip_userinfo(str(err))
         record.save()
         if isinstance(err, PipelineError):
             raise
-        raise PipelineError(f"mlflow.tracking_uri {uri}: {type(err).__name__}: {err}") from err
+        message = f"mlflow.tracking_uri {uri}: {type(err).__name__}: {err}"
+        raise PipelineError(strip_userinfo(message)) from err
     record.mlflow_parent_run_id, record.mlflow_tracking_uri = parent.run_id, uri
     record.save()
     tracking.log_artifact(parent, storage.join(record.folder, "config.yaml"))
@@ -235,6 +248,10 @@ def _start(
 
         # Here, not in the stage's thread: ray.init sets its SIGTERM handler in the main thread only.
         ensure_ray(run.config.ray.address, run.config.ray.num_cpus)
+        try:
+            check_workdir_reach(run.record.workdir, alive_nodes(), autoscaler_running())
+        except WorkdirUnreachableError as err:
+            raise PipelineError(str(err)) from None
     holding[stage.name] = workers
     inputs = {name: manifests[name] for name in stage.inputs}
     # Daemon: Ctrl-C reaches the main thread only, and a stage thread left waiting on a fit
@@ -317,6 +334,18 @@ def _one_line_at_a_time(echo: Callable[[str], None]) -> Callable[[str], None]:
     return locked
 
 
+def _adopt_credentials(uri: str | None) -> str | None:
+    """The tracking URI without its `user:password@`, which move to MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD, where MLflow's client reads them (Ray workers started after this
+    inherit them; a cluster's own need them set there). Left in the URI they would be printed by
+    MLflow ("View run at …"), pickled into Ray Train's saved trainer and written into run.json."""
+    found = userinfo(uri) if uri else None
+    if found is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = found
+    return strip_userinfo(uri)
+
+
 def _check_tracking_server(uri: str) -> None:
     """Fail in seconds, naming the URI, when an MLflow server does not answer or refuses us.
 
@@ -324,26 +353,44 @@ def _check_tracking_server(uri: str) -> None:
     traceback about urllib3. The probe is an API call, not `/health`: MLflow 3 answers `/health`
     to any Host header but refuses API calls whose Host it does not allow (403), so a server can
     look healthy while every log call fails. Any other HTTP answer counts as reachable.
+
+    Credentials go as MLflow sends them: `user:password@` in the URI, else MLFLOW_TRACKING_USERNAME
+    and MLFLOW_TRACKING_PASSWORD, as a Basic `Authorization` header (urllib would take the
+    userinfo for a port, and print it). No message shows them.
     """
     if not uri.startswith(("http://", "https://")):
         return
-    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    bare, headers = split_userinfo(uri)
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not headers and user and password:
+        headers = basic_auth(user, password)
+    shown = strip_userinfo(uri)
+    probe = bare.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     try:
-        urllib.request.urlopen(probe, timeout=10).close()
+        urllib.request.urlopen(urllib.request.Request(probe, headers=headers), timeout=10).close()
     except urllib.error.HTTPError as err:
         body = err.read().decode(errors="replace")
-        if err.code == 403 and "Host header" in body:
-            host = urllib.parse.urlsplit(uri).netloc
+        if err.code == 401:
+            given = "were refused" if headers else "are needed"
             raise PipelineError(
-                f"mlflow.tracking_uri {uri}: the server refuses requests addressed to {host!r} "
+                f"mlflow.tracking_uri {shown}: the server asks for credentials, and they {given} "
+                f"(HTTP 401). Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (on the cluster "
+                "too, for `lvdm submit`), or give them once as --set mlflow.tracking_uri=https://USER:"
+                "PASSWORD@HOST; they are never written into run records or config.yaml"
+            ) from None
+        if err.code == 403 and "Host header" in body:
+            host = urllib.parse.urlsplit(bare).netloc
+            raise PipelineError(
+                f"mlflow.tracking_uri {shown}: the server refuses requests addressed to {host!r} "
                 f"(MLflow's host check: {body.strip()[:120]}). Restart it with "
                 f"`--allowed-hosts {host},localhost:*,127.0.0.1:*` or reach it by an address it "
                 "allows (its private IP)"
             ) from None
     except (urllib.error.URLError, OSError) as err:
         raise PipelineError(
-            f"mlflow.tracking_uri {uri}: no MLflow server answers there "
-            f"({getattr(err, 'reason', err)}). Start it (`mlflow server --host 127.0.0.1 --port PORT ...`) "
+            f"mlflow.tracking_uri {shown}: no MLflow server answers there "
+            f"({strip_userinfo(str(getattr(err, 'reason', err)))}). "
+            "Start it (`mlflow server --host 127.0.0.1 --port PORT ...`) "
             "or fix mlflow.tracking_uri (`--set mlflow.tracking_uri=...`; leave it unset for the "
             "embedded store in the workdir)"
         ) from None
@@ -408,7 +455,9 @@ def _run_locked_stage(run: _Run, stage: Stage, inputs: Mapping[str, dict], out_d
         tags={"lvdm.stage": stage.name, "lvdm.cache_key": keys[stage.name], "lvdm.run_id": record.run_id},
         parent_run_id=run.parent.run_id,
         reattach_run_id=in_progress.get("mlflow_run_id"),
+        warn=lambda message: echo(f"[{stage.name}] warning: {message}"),
     )
+    # Rewritten every time: a run that replaced a lost one is the run to reattach to next.
     storage.write_json(storage.join(out_dir, STAGE_STATE), {"mlflow_run_id": stage_tracking.run_id})
     tracking.log_params(
         stage_tracking, {s: config.section(s).model_dump(mode="json") for s in stage.sections}

@@ -2,8 +2,8 @@
 
 The submitting machine validates the pipeline file with its `--set` overrides, and sends the
 *resolved* config (in the job's `runtime_env.env_vars`, so the job runs exactly what was
-checked here) with the project as the job's `working_dir`. On the cluster, the entrypoint
-(`python -m pipelines.submit RUN_ID ...`) records a run under that id in the workdir and runs
+checked here) with the project's four packages as the job's `py_modules`. On the cluster, the
+entrypoint (`python -m pipelines.submit RUN_ID ...`) records a run under that id in the workdir and runs
 it like `lvdm run`: the runner writes the resolved config to `<workdir>/runs/<run>/config.yaml`.
 
 Ray never retries a job. Submitting the same pipeline again *is* the retry: same workdir,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shlex
 import signal
@@ -31,19 +32,13 @@ from pipelines.run_record import RunRecord, new_run_id
 
 CONFIG_ENV = "LVDM_SUBMITTED_CONFIG"  # the resolved pipeline YAML, in the job's env_vars
 PIPELINE_ENV = "LVDM_SUBMITTED_PIPELINE"  # the pipeline file it came from, for `lvdm status`
-PROJECT = Path(__file__).resolve().parents[1]
-# Not uploaded with the project: environments, caches, run outputs. Ray adds its own defaults.
-EXCLUDES = [
-    ".venv",
-    ".git",
-    "lvdm-work",
-    "mlruns",
-    "**/__pycache__",
-    "*.egg-info",
-    ".pytest_cache",
-    ".ruff_cache",
-    "benchmarks",
-]
+# The code a job runs, shipped as Ray `py_modules`: these four packages and nothing else of the
+# folder they sit in. A `working_dir` upload would take whatever lies beside them (`.env`,
+# `.aws/`, keys, datasets, a workdir, `mlflow.db`), or all of site-packages from an installed copy.
+PACKAGES = ("lvdm", "data_prep", "stages", "pipelines")
+# Never uploaded, even from inside a package folder: caches and secrets. (Ray adds .git and
+# .gitignore'd paths itself.)
+EXCLUDES = ["**/__pycache__", "*.pyc", ".env*", "*.pem", "*.key", ".aws", ".ssh", "*.db"]
 AGENT_WAIT_S = 60  # how long a fresh head may take to start its job agent
 TERMINAL = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 
@@ -54,6 +49,29 @@ def job_config(config: PipelineConfig) -> PipelineConfig:
     raw = config.model_dump(mode="json")
     raw["ray"] = {**raw["ray"], "address": "auto", "num_cpus": None}
     return validate(raw, source="submitted pipeline")
+
+
+def package_folders() -> list[str]:
+    """Where this process imports the project's packages from: the checkout (editable install)
+    or site-packages (installed), found without importing them."""
+    folders = []
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(
+                f"package {name!r} is not importable here: install the project (`pip install -e .` in it)"
+            )
+        folders.append(str(Path(next(iter(spec.submodule_search_locations))).resolve()))
+    return folders
+
+
+def job_runtime_env(config: PipelineConfig, pipeline: str) -> dict:
+    """The job's code (the packages, as `py_modules`) and its resolved config (`env_vars`)."""
+    return {
+        "py_modules": package_folders(),
+        "excludes": EXCLUDES,
+        "env_vars": {CONFIG_ENV: to_yaml(config), PIPELINE_ENV: str(pipeline)},
+    }
 
 
 def resolve_workdir(workdir: str) -> str:
@@ -75,26 +93,23 @@ def submit(
     echo=print,
 ) -> tuple[str, str]:
     """Validate, submit; return (submission id, run id)."""
-    config = job_config(load_pipeline(pipeline, overrides))
-    if until is not None and until not in config.stages:
-        from pipelines.runner import PipelineError
+    from pipelines.runner import plan
 
-        raise PipelineError(f"--until {until!r}: not a stage of this pipeline ({list(config.stages)})")
+    config = job_config(load_pipeline(pipeline, overrides))
+    # What the job's runner checks first (unknown stages, a stage whose input is not listed,
+    # `--until`), checked here: a mistake is an error in seconds, not a failed job.
+    plan(config, until)
     run_id = new_run_id()
     submission_id = f"lvdm-{config.name}-{run_id}"
     workdir = resolve_workdir(workdir)
     entrypoint = f"python -m pipelines.submit {run_id} --workdir {shlex.quote(workdir)}"
     if until:
-        entrypoint += f" --until {until}"
+        entrypoint += f" --until {shlex.quote(until)}"
     client = _client(address)
     job = {
         "entrypoint": entrypoint,
         "submission_id": submission_id,
-        "runtime_env": {
-            "working_dir": str(PROJECT),
-            "excludes": EXCLUDES,
-            "env_vars": {CONFIG_ENV: to_yaml(config), PIPELINE_ENV: str(pipeline)},
-        },
+        "runtime_env": job_runtime_env(config, pipeline),
         "metadata": {"lvdm.pipeline": config.name, "lvdm.run_id": run_id, "lvdm.workdir": workdir},
     }
     # A head that has just started answers the dashboard before its job agent is up ("No

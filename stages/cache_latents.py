@@ -1,8 +1,11 @@
 """Stage `cache_latents`: every stored video through the trained encoder, once.
 
 After this, a diffusion step reads a few KB of fp16 latents instead of decoding and encoding
-video (LVDM §3.1: the autoencoder is what makes the diffusion model cheap). One Ray task per
-video shard; each writes its latent shard atomically and then a record of it, so a rerun redoes
+video (LVDM §3.1: the autoencoder is what makes the diffusion model cheap). Two engines
+(`cache_latents.engine`), same files bit for bit: `tasks`, one Ray task per video shard that
+decodes and encodes it; `ray_data` (stages/cache_latents_stream.py), a streaming Ray Data
+pipeline with decoding in CPU tasks and the encoder in an actor pool (GPUs where the cluster has
+them). Either writes each latent shard atomically and then a record of it, so a rerun redoes
 only the shards without a record.
 Latents are stored raw (posterior means); the data-derived scale and shift travel in the
 manifest and in every sample's JSON, so a consumer normalises with `(z + shift) * scale`.
@@ -12,8 +15,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import ray
 import torch
@@ -52,29 +58,17 @@ def run(ctx: StageContext) -> dict:
     settings = ctx.config.cache_latents
     jobs = [(split, name) for split, names in shard_manifest["outputs"]["shards"].items() for name in names]
     pending = [job for job in jobs if not is_complete(ctx.out_dir, _stem(job[1]))]
-    print(f"[cache_latents] {len(jobs)} shards, {len(pending)} to encode")
+    print(f"[cache_latents] {len(jobs)} shards, {len(pending)} to encode ({settings.engine} engine)")
 
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
     check_tasks(
         "cache_latents", f"cache_latents.use_gpu={settings.use_gpu}", {"CPU": 1, "GPU": int(settings.use_gpu)}
     )
-    encode = _encode_shard.options(num_gpus=1 if settings.use_gpu else 0)
-    refs = [
-        encode.remote(
-            split,
-            storage.join(video_dir, name),
-            ctx.out_dir,
-            ae_path,
-            ctx.config.data.frames,
-            ctx.config.data.stride,
-            settings.batch_size,
-            settings.precision,
-        )
-        for split, name in pending
-    ]
     started = time.perf_counter()
-    names = {ref: name for ref, (_, name) in zip(refs, pending, strict=True)}
-    failures = [f"{name} ({_failure_text(err)})" for name, err in wait_all(names, "cache_latents", "shard")]
+    sources = [(split, storage.join(video_dir, name)) for split, name in pending]
+    failures = encode_pending(
+        settings, sources, ctx.out_dir, ae_path, ctx.config.data.frames, ctx.config.data.stride
+    )
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(jobs)} video shards failed to encode: {', '.join(failures)}; "
@@ -108,6 +102,42 @@ def run(ctx: StageContext) -> dict:
         "skipped": skipped,
         "autoencoder": ae_path,
     }
+
+
+def encode_pending(
+    settings,
+    sources: list[tuple[str, str]],
+    out_dir: storage.Location,
+    ae_path: str,
+    frames: int,
+    stride: int,
+) -> list[str]:
+    """Encode the video shards `sources` ((split, location) each) with `settings.engine`;
+    returns "name (why)" of every shard that failed (the others are written)."""
+    if not sources:
+        return []
+    if settings.engine == "ray_data":
+        from stages.cache_latents_stream import encode_streaming
+
+        return encode_streaming(
+            sources,
+            out_dir,
+            ae_path,
+            frames=frames,
+            stride=stride,
+            batch_size=settings.batch_size,
+            precision=settings.precision,
+            use_gpu=settings.use_gpu,
+            concurrency=settings.concurrency,
+        )
+    encode = _encode_shard.options(num_gpus=1 if settings.use_gpu else 0)
+    refs = {
+        encode.remote(
+            split, src, out_dir, ae_path, frames, stride, settings.batch_size, settings.precision
+        ): storage.name(src)
+        for split, src in sources
+    }
+    return [f"{name} ({_failure_text(err)})" for name, err in wait_all(refs, "cache_latents", "shard")]
 
 
 def _failure_text(err: ray.exceptions.RayError) -> str:
@@ -155,28 +185,76 @@ def encode_shard(
     As in the shard stage, the record is written after the tar is whole, and a shard counts as
     done exactly when its record exists.
     """
-    dst = out_dir / storage.name(src)
     model, meta = load_autoencoder(ae_path)
     model = model.to(device)
+
+    def encoded() -> Iterator[EncodedVideo]:
+        for key, fields in read_shard(src):
+            info = json.loads(fields["json"])
+            try:
+                video = decode_frames(fields["mp4"], frames, stride)
+            except SkipSample as skip:
+                yield EncodedVideo(key, info, None, skip.reason)
+                continue
+            yield EncodedVideo(key, info, encode_frames(model, video, frames, batch_size, device, dtype))
+
+    return write_latent_shard(out_dir, split, storage.name(src), encoded(), meta)
+
+
+@dataclass(frozen=True)
+class EncodedVideo:
+    """One stored video's outcome: its latents `(c l h w)` fp16, or why it was skipped."""
+
+    key: str
+    info: dict
+    latents: np.ndarray | None
+    skip_reason: str | None = None
+
+
+def decode_frames(mp4: bytes, frames: int, stride: int) -> np.ndarray:
+    """A stored video's frames `(t h w c)` uint8 at `stride`; SkipSample if shorter than one clip."""
+    video = decode_video(mp4).frames[::stride]
+    if len(video) < frames:
+        raise SkipSample(f"{len(video)} frames at stride {stride}: less than one clip ({frames})")
+    return video
+
+
+def encode_frames(
+    model: torch.nn.Module,
+    video: np.ndarray,
+    frames: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> np.ndarray:
+    """`video (t h w c)` uint8 -> posterior means `(c l h w)` fp16, window after window."""
+    pixels = torch.from_numpy(frames_to_model_range(video)).to(device)
+    with torch.no_grad(), autocast(device, dtype):  # bf16 where native (`cache_latents.precision: auto`)
+        latents = encode_sequence(model, pixels, window=frames, batch_size=batch_size).float()
+    return latents.cpu().numpy().astype("float16")
+
+
+def write_latent_shard(
+    out_dir: Path, split: str, name: str, videos: Iterable[EncodedVideo], meta: dict
+) -> dict:
+    """Write `videos` (in shard order) as the latent shard `name` in the local folder `out_dir`,
+    then its record (rows + skips); returns the record. Both engines write through here."""
+    dst = out_dir / name
     skipped: list[dict] = []
     rows: list[dict] = []
 
     def samples():
-        for key, fields in read_shard(src):
-            info = json.loads(fields["json"])
-            try:
-                video = decode_video(fields["mp4"]).frames[::stride]
-                if len(video) < frames:
-                    raise SkipSample(f"{len(video)} frames at stride {stride}: less than one clip ({frames})")
-                pixels = torch.from_numpy(frames_to_model_range(video)).to(device)
-                with autocast(device, dtype):  # bf16 where native (`cache_latents.precision: auto`)
-                    latents = encode_sequence(model, pixels, window=frames, batch_size=batch_size).float()
-            except SkipSample as skip:
-                skipped.append({"key": key, "shard": dst.name, "reason": skip.reason})
+        for video in videos:
+            if video.latents is None:
+                skipped.append({"key": video.key, "shard": dst.name, "reason": video.skip_reason})
                 continue
-            info |= {"latent_frames": int(latents.shape[1]), "scale": meta["scale"], "shift": meta["shift"]}
-            rows.append(_index_row(key, split, dst.name, info))
-            yield {"__key__": key, "npy": latents.cpu().numpy().astype("float16"), "json": info}
+            info = video.info | {
+                "latent_frames": int(video.latents.shape[1]),
+                "scale": meta["scale"],
+                "shift": meta["shift"],
+            }
+            rows.append(_index_row(video.key, split, dst.name, info))
+            yield {"__key__": video.key, "npy": video.latents, "json": info}
 
     written = write_shard(dst, samples())
     if written == 0 and dst.exists():

@@ -37,11 +37,16 @@ from typing import Any
 
 AUTOSCALER_ENV = "LVDM_AUTOSCALER"  # "1": an autoscaler adds nodes; "0": none does
 START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train V2's own variable
+SHARED_WORKDIR_ENV = "LVDM_SHARED_WORKDIR"  # "1": a local --workdir is one filesystem on every node
 DEFAULT_START_TIMEOUT_S = 60.0
 
 
 class ClusterTooSmallError(RuntimeError):
     """A stage asks for workers or tasks that no node of this cluster can ever hold."""
+
+
+class WorkdirUnreachableError(RuntimeError):
+    """A local `--workdir` on a cluster whose other nodes cannot see it."""
 
 
 class ClusterUnreachableError(ConnectionError):
@@ -139,6 +144,25 @@ def check_tracking_reach(stage: str, tracking_uri: str) -> None:
             "(which logs) may run on another. Run an MLflow server every node reaches and "
             "`--set mlflow.tracking_uri=http://HEAD_IP:5000` (README: MLflow on a cluster)"
         )
+
+
+def check_workdir_reach(workdir: str, nodes: list[Node], autoscaler: bool) -> None:
+    """A local workdir is a folder on this machine: on a cluster of several nodes (or one an
+    autoscaler grows) a task or training worker on another node writes its shards, checkpoints
+    and records to that node's own disk, and this driver's read of them fails on every rerun.
+    Refuse before any work starts, naming the fix; a shared filesystem mounted at the same path
+    on every node is the user's to vouch for (`SHARED_WORKDIR_ENV=1`)."""
+    if "://" in workdir and not workdir.startswith("file://"):
+        return  # an object store: every node reaches it
+    if os.environ.get(SHARED_WORKDIR_ENV) == "1" or (len(nodes) <= 1 and not autoscaler):
+        return
+    grows = " and an autoscaler that adds nodes" if autoscaler else ""
+    raise WorkdirUnreachableError(
+        f"--workdir {workdir}: a folder on this machine, but the cluster has {_nodes(nodes)}{grows}; "
+        "work done on another node would land on that node's disk, out of this run's reach. Give "
+        "storage every node sees: --workdir s3://BUCKET/lvdm-work (or gs://...). For a shared "
+        f"filesystem mounted at this same path on every node, set {SHARED_WORKDIR_ENV}=1"
+    )
 
 
 def worker_bundle(train: Any) -> dict[str, float]:

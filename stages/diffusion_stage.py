@@ -18,9 +18,11 @@ import torch
 from einops import rearrange
 
 from data_prep import storage
+from lvdm.autoencoder import denormalise, normalise
 from lvdm.diffusion.masks import frames_mask, interpolation_mask, prediction_mask
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
+from lvdm.diffusion.strides import window_span
 from lvdm.diffusion_training import DiffusionTrainer, TimestepBuckets
 from lvdm.unet import UNet3D, init_from_unconditional
 from stages import ray_training, tracking
@@ -39,6 +41,14 @@ class DiffusionTask:
     cond_frames: int = 0  # prediction: the first k latents are given
     p_cond: float = 0.0
     max_noise_level: int = 0
+    # Prediction: the latent strides of its training windows, told to a stride embedding
+    # (issue 21); () trains at latent_stride alone with no embedding (the release's model).
+    strides: tuple[int, ...] = ()
+
+    @property
+    def sample_stride(self) -> int | None:
+        """The stride to tell the network when it samples windows like its held-out ones."""
+        return self.latent_stride if self.strides else None
 
     def given(self, frames: int | None = None) -> list[int]:
         """Indices of the conditioning latents at sampling time (§3.3)."""
@@ -61,6 +71,8 @@ def unet_kwargs(unet: dict, task: DiffusionTask) -> dict:
             "max_noise_level": task.max_noise_level,
             "temporal_length": task.frames,
         }
+    if task.strides:
+        kwargs["max_stride"] = max(task.strides)
     return kwargs
 
 
@@ -152,7 +164,10 @@ def _train_loop(cfg: dict) -> None:
         max_noise_level=task.max_noise_level,
         autocast_dtype=session.autocast_dtype(train["precision"]),
         seed=train["seed"] + session.rank,
+        strides=task.strides or None,
+        frames=task.frames,
     )
+    ray_training.compile_network(trainer.model, train)  # after the trainer: see its docstring
     restored = ray_training.restore(session)
     if restored is not None:
         trainer.load_state_dict(restored["trainer"])
@@ -163,7 +178,7 @@ def _train_loop(cfg: dict) -> None:
     last: dict[str, float] = {}
 
     def step(batch: torch.Tensor, global_step: int) -> dict[str, float]:
-        logs = trainer.step((batch + shift) * scale, global_step)
+        logs = trainer.step(normalise(batch, scale, shift), global_step)
         buckets.add(trainer.last_timesteps, trainer.last_losses)
         last.update(logs)
         return logs
@@ -171,10 +186,20 @@ def _train_loop(cfg: dict) -> None:
     def loader(segment: int, batches: int):
         from data_prep.loader import latent_window_loader
 
+        # Stride-aware: whole spans of consecutive latents; the trainer cuts each example's
+        # window at its own stride (`lvdm.diffusion.strides`).
+        frames, stride = (
+            (window_span(task.frames, max(task.strides)), 1)
+            if task.strides
+            else (
+                task.frames,
+                task.latent_stride,
+            )
+        )
         return latent_window_loader(
             cfg["train_shards"],
-            frames=task.frames,
-            stride=task.latent_stride,
+            frames=frames,
+            stride=stride,
             batch_size=train["batch_size"],
             batches_per_epoch=batches,
             rank=session.rank,
@@ -233,7 +258,7 @@ class Previewer:
             batches_per_epoch=1,
             seed=12345,
         )
-        self.heldout = ((next(iter(loader)) + self.shift) * self.scale).to(session.device)
+        self.heldout = normalise(next(iter(loader)), self.scale, self.shift).to(session.device)
 
     @torch.no_grad()
     def __call__(self, network: torch.nn.Module, step: int) -> dict[str, float]:
@@ -253,6 +278,7 @@ class Previewer:
             noise_level=self.sampling["noise_level"] if given else 0,
             guidance_weight=self.sampling["guidance_weight"] if given else 0.0,
             generator=generator,
+            stride=self.task.sample_stride,
         )
         metrics = {"preview/sample_std": sample.std().item()}
         panels = [sample]
@@ -268,4 +294,4 @@ class Previewer:
         return metrics
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.decode(latents / self.scale - self.shift).clamp(-1, 1)
+        return self.autoencoder.decode(denormalise(latents, self.scale, self.shift)).clamp(-1, 1)

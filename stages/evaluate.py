@@ -9,7 +9,8 @@ the real clips, the value a perfect generator would score at that N. On the synt
 dataset the generated motion is also checked against the physics it was made from
 (`data_prep.synthetic_motion`), which, unlike FVD, sees broken motion.
 
-Real-set features are cached under the shard stage's cache key in `<workdir>/cache/i3d/`,
+Real-set features are cached under the shard stage's cache key and the I3D weights' hash in
+`<workdir>/cache/i3d/`,
 so another evaluation of the same data does not rerun I3D on it. The work runs in one Ray
 task (a GPU one with `evaluate.use_gpu`); the driver writes JSON and PNG plots and logs all
 of it to MLflow.
@@ -38,8 +39,7 @@ def run(ctx: StageContext) -> dict:
     section = ctx.config.evaluate
     sample, shard = ctx.inputs["sample"], ctx.inputs["shard"]
     split = "test" if shard["outputs"]["shards"].get("test") else "train"
-    # A glob: FirstClips reads the shards in order.
-    real_shards = storage.join(shard["out_dir"], f"{split}-*.tar")
+    real_shards = real_shards_of(shard, split)
     jobs = {
         name: [storage.join(sample["out_dir"], video) for video in record["videos"]]
         for name, record in sample["outputs"]["jobs"].items()
@@ -50,6 +50,8 @@ def run(ctx: StageContext) -> dict:
         "real_clips": section.real_clips,
         "batch_size": section.batch_size,
         "i3d": str(section.i3d) if section.i3d else None,
+        "i3d_sha256": section.i3d_sha256,
+        "trust_i3d": section.trust_i3d,
         "home": str(ctx.config.weights.home) if ctx.config.weights.home else None,
         "synthetic": ctx.config.data.dataset == "synthetic",
         "cache": cache,
@@ -71,14 +73,20 @@ def run(ctx: StageContext) -> dict:
     return {"metrics": METRICS, "plots": [storage.name(p) for p in plots], "summary": summary(metrics)}
 
 
+def real_shards_of(shard: dict, split: str) -> list[str]:
+    """The shards the shard stage's manifest lists for `split`, in order. Not a glob of its folder,
+    which could also match a stray or half-uploaded object that no completion record vouches for."""
+    return [storage.join(shard["out_dir"], name) for name in shard["outputs"]["shards"][split]]
+
+
 @ray.remote(num_cpus=1)
-def _evaluate_task(real_shards: str, jobs: dict[str, list[str]], options: dict) -> dict:
+def _evaluate_task(real_shards: list[str], jobs: dict[str, list[str]], options: dict) -> dict:
     device = task_device()
     return evaluate_jobs(real_shards, jobs, device=device, **options)
 
 
 def evaluate_jobs(
-    real_shards: str,
+    real_shards: str | list[str],
     jobs: dict[str, list[str]],
     *,
     window: int,
@@ -90,6 +98,8 @@ def evaluate_jobs(
     cache: str,
     cache_key: str,
     device: torch.device,
+    i3d_sha256: str | None = None,
+    trust_i3d: bool = False,
 ) -> dict:
     """Every figure of the evaluation, as plain JSON-ready data (no Ray, no MLflow)."""
     from data_prep.video_folder import FirstClips
@@ -97,12 +107,15 @@ def evaluate_jobs(
         FEATURES,
         cached_feature_set,
         i3d_features,
+        i3d_weights_id,
         load_fvd_model,
         real_floor,
         windowed_fvd,
     )
 
-    model = load_fvd_model(i3d, home=home).to(device).eval()
+    model = load_fvd_model(i3d, home=home, sha256=i3d_sha256, trust=trust_i3d).to(device).eval()
+    # Statistics of one I3D must never meet another's features: the network is part of the key.
+    cache_key = f"{cache_key}-i3d{i3d_weights_id(i3d, home=home)}"
 
     def real_features() -> np.ndarray:
         clips = FirstClips(real_shards, frames=window, limit=real_clips)
@@ -118,30 +131,46 @@ def evaluate_jobs(
         "real_floor": real_floor(real.features) if real.count >= 4 else None,
         "jobs": {},
     }
+    if synthetic:
+        from data_prep.window_curves import real_reference
+
+        clips = FirstClips(real_shards, frames=window, limit=real_clips)
+        metrics["real_synthetic"] = real_reference(iter(clips), window=window)
     for name, paths in jobs.items():
         curve = windowed_fvd(
             model, _video_windows(paths, window), real, window=window, batch_size=batch_size, progress=True
         )
         result = {"videos": len(paths), "fvd_curve": curve, "fvd16": curve[0] if curve else None}
         if synthetic:
-            result["synthetic"] = synthetic_scores(paths, window)
+            result["synthetic"] = synthetic_scores(paths, window, metrics["real_synthetic"])
         metrics["jobs"][name] = result
     return metrics
 
 
-def synthetic_scores(paths: list[str], window: int) -> dict:
-    """Synthetic-motion metrics per window (averaged over videos) and per video."""
+def synthetic_scores(paths: list[str], window: int, real: dict | None = None) -> dict:
+    """Synthetic-motion metrics per window (averaged over videos) and per video; per window,
+    motion and appearance with 95% bootstrap intervals over videos (`intervals`); appearance
+    against the real clips' (`vs_real`, with `real` = `window_curves.real_reference`)."""
     from data_prep.decode import decode_video
-    from data_prep.synthetic_motion import average_windows, motion_metrics
+    from data_prep.synthetic_motion import average_windows
+    from data_prep.window_curves import ratios_to_real, video_windows, window_intervals
 
-    reports = [motion_metrics(decode_video(path).frames, window=window) for path in paths]
+    reports, per_window = [], []
+    for path in paths:  # one decoded video in memory at a time
+        report, windows = video_windows(decode_video(path).frames, window=window)
+        reports.append(report)
+        per_window.append(windows)
     videos = [report.as_dict()["video"] for report in reports]
     overall = {
         key: float(np.mean([v[key] for v in videos if v[key] is not None]))
         for key in videos[0]
         if key not in ("start", "end") and any(v[key] is not None for v in videos)
     }
-    return {"windows": average_windows(reports), "video": overall}
+    scores = {"windows": average_windows(reports), "video": overall}
+    scores["intervals"] = window_intervals(per_window)
+    if real is not None and real["clips"]:
+        scores["vs_real"] = ratios_to_real(per_window, real)
+    return scores
 
 
 def _video_windows(paths: list[str], window: int) -> Iterator[np.ndarray]:
@@ -182,6 +211,9 @@ def summary(metrics: dict) -> dict:
         if "synthetic" in job:
             video = job["synthetic"]["video"]
             row |= {f"synthetic_{k}": video.get(k) for k in ("objects_found", "motion_error", "colour_drift")}
+            for scope, suffix in (("all_windows", ""), ("last_window", "_last_window")):
+                ratios = job["synthetic"].get("vs_real", {}).get(scope, {})
+                row |= {f"{k}_vs_real{suffix}": v for k, v in ratios.items()}
         rows[name] = row
     floor = metrics["real_floor"]
     return {"jobs": rows, "real_floor_fvd": floor["fvd"] if floor else None}
@@ -205,6 +237,14 @@ def log_metrics(ctx: StageContext, metrics: dict) -> None:
                 if k not in ("start", "end") and v is not None
             }
             tracking.log_metrics(ctx.tracking, values, point["start"])
+        for metric, curve in job.get("synthetic", {}).get("intervals", {}).items():
+            columns = (curve[k] for k in ("start", "mean", "low", "high"))
+            for start, mean, low, high in zip(*columns, strict=True):
+                if mean is not None and metric not in ("objects_found", "motion_error"):  # logged above
+                    tracking.log_metrics(ctx.tracking, {f"{name}/window_{metric}": mean}, start)
+                if mean is not None:
+                    bounds = {f"{name}/window_{metric}_low": low, f"{name}/window_{metric}_high": high}
+                    tracking.log_metrics(ctx.tracking, bounds, start)
 
 
 def i3d_cache(out_dir: str) -> str:
@@ -253,6 +293,9 @@ def write_plots(out_dir: str, metrics: dict) -> list[str]:
         )
         axes[0].legend(fontsize=8)
         plots.append(_save(figure, storage.join(out_dir, "synthetic_motion.png")))
+        from stages.window_plots import write_window_plots
+
+        plots += write_window_plots(out_dir, metrics, _save)
     return plots
 
 
@@ -276,6 +319,10 @@ def print_summary(metrics: dict) -> None:
         if floor
         else ""
     )
+    real = metrics.get("real_synthetic")
+    if real and real["clips"]:
+        means = ", ".join(f"{k} {v:.3f}" for k, v in real["means"].items() if v is not None)
+        print(f"[evaluate] real clips ({real['clips']} windows): {means}")
     for name, row in summary(metrics)["jobs"].items():
         print(f"[evaluate] {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if v is not None))
 

@@ -4,6 +4,8 @@ waiting for a stage's fan-out of Ray tasks."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Mapping
 
 import ray
@@ -12,15 +14,22 @@ from tqdm import tqdm
 
 
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """`ray.init` once. It replaces the process's SIGTERM handler with one that calls
+    `sys.exit`: a handler the caller installed (the submitted job's: SIGTERM from `ray job stop`
+    as a KeyboardInterrupt, so the runs end KILLED) is put back. Without one, Ray's stays: for a
+    local cluster it also stops the Ray processes this driver started."""
     if ray.is_initialized():
         return
     # Workers import this project from the driver's environment; on a local cluster they
     # share its filesystem, so no runtime_env upload is needed.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ours = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus, log_to_driver=True)
+    if callable(ours) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, ours)
 
 
 def task_device() -> torch.device:

@@ -12,7 +12,10 @@ the state to checkpoint, a preview). What lives here, once:
   workdir is shared storage, and a pickled object in a checkpoint must not run code on the
   driver or a worker;
 - fault injection for tests (`LVDM_FAULT_INJECT=<stage>:<step>`), rank-0 MLflow logging,
-  the progress bar, and a per-segment loader so a resumed run replays the same data.
+  the progress bar, and a per-segment loader so a resumed run replays the same data;
+- `train.compile` (`compile_network`) and the throughput every stage logs per interval:
+  `clips_per_s` over all workers, the counted model TFLOP/s per worker and, on a GPU with a
+  known peak, MFU (`lvdm.mfu`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from data_prep import storage
+from lvdm.mfu import count_flops, device_peak
+from lvdm.parallel import unwrap
 from lvdm.precision import autocast_dtype
 from stages import tracking
 from stages.checkpoint_load import load_weights_file
@@ -107,6 +113,19 @@ class WorkerSession:
         return autocast_dtype(precision, self.device)
 
 
+def compile_network(model: nn.Module, train: dict, backend: str = "inductor") -> None:
+    """`train.compile`: torch.compile the network's forward in place, after its trainer exists.
+
+    In place (`nn.Module.compile`), not `torch.compile(model)`: the latter wraps the network
+    in an OptimizedModule whose state dict keys carry an `_orig_mod.` prefix, which would leak
+    into every checkpoint and weights file. After the trainer: a deep copy of a compiled module
+    (the EMA copy) would keep calling the original's compiled forward, i.e. the raw weights.
+    Works inside DDP, which calls the inner module's (compiled) `__call__`.
+    """
+    if train.get("compile"):
+        unwrap(model).compile(backend=backend)
+
+
 def start_worker(cfg: dict, train: dict) -> WorkerSession:
     """Rank, device, seed and thread count for this worker."""
     import ray.train
@@ -159,33 +178,60 @@ def train_steps(
     have seen); `step(batch, global_step)` does one optimiser step and returns its logs;
     `state(step, final)` is the checkpoint payload (rank 0); `preview(step)` logs samples
     and returns metrics; `metrics()` adds logs gathered over the log window.
+
+    The first step runs under a FLOP counter (once; it is a little slower for it): with the
+    window's wall time that gives the model TFLOP/s per worker and, against the device's
+    peak, the MFU logged beside the clips/s.
     """
     from tqdm import tqdm
 
     every, total = train["checkpoint_every"], train["steps"]
     current = start
+    flops_per_step: int | None = None
+    peak = device_peak(session.device, session.autocast_dtype(train["precision"]))
     bar = tqdm(total=total, initial=current, desc=session.stage, disable=session.rank != 0, mininterval=5)
     while current < total:
         batches = min(every - current % every, total - current)
         window_start, window_step = time.perf_counter(), current
         for batch in loader(current // every, batches):
-            logs = step(batch.to(session.device), current)
+            batch = batch.to(session.device)
+            if flops_per_step is None:
+                logs, flops_per_step = count_flops(lambda batch=batch, at=current: step(batch, at))
+            else:
+                logs = step(batch, current)
             current += 1
             bar.update(1)
             if session.fault_step is not None and current == session.fault_step and session.resumed_from == 0:
                 raise RuntimeError(f"injected failure after step {current} ({FAULT_ENV})")
             if session.log and current % train["log_every"] == 0:
-                items = (current - window_step) * train["batch_size"] * session.world  # all workers
-                rate = items / max(time.perf_counter() - window_start, 1e-9)
+                seconds = max(time.perf_counter() - window_start, 1e-9)
+                steps = current - window_step
+                rate = steps * train["batch_size"] * session.world / seconds  # all workers
                 extra = metrics() if metrics else {}
+                extra |= throughput(flops_per_step, steps, seconds, peak)
                 tracking.log_metrics(
-                    session.log, {**logs, **extra, "lr": train["lr"], items_name: rate}, current
+                    session.log,
+                    {**logs, **extra, "lr": train["lr"], items_name: rate, "clips_per_s": rate},
+                    current,
                 )
                 window_start, window_step = time.perf_counter(), current
             if session.log and preview and current % train["preview_every"] == 0:
                 tracking.log_metrics(session.log, preview(current), current)
         report(session, current, state, final=current >= total)
     bar.close()
+
+
+def throughput(
+    flops_per_step: int | None, steps: int, seconds: float, peak: tuple[str, float] | None
+) -> dict[str, float]:
+    """One worker's counted model TFLOP/s over a log window, and its MFU where the peak is known."""
+    if not flops_per_step:
+        return {}
+    achieved = flops_per_step * steps / seconds
+    logs = {"tflops_per_worker": achieved / 1e12}
+    if peak is not None:
+        logs["mfu"] = achieved / peak[1]
+    return logs
 
 
 def report(session: WorkerSession, step: int, state: Callable[[int, bool], dict], final: bool) -> None:

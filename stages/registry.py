@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from stages import (
     cache_latents,
+    cache_t2v_latents,
     evaluate,
     sample,
     shard,
     train_autoencoder,
     train_interp,
     train_pred,
+    train_t2v,
     train_uncond,
 )
 from stages.contract import Stage
@@ -23,6 +25,8 @@ STAGES: dict[str, Stage] = {
         train_uncond.STAGE,
         train_pred.STAGE,
         train_interp.STAGE,
+        cache_t2v_latents.STAGE,
+        train_t2v.STAGE,
         sample.STAGE,
         evaluate.STAGE,
     )

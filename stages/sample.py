@@ -34,6 +34,8 @@ from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
 from stages.ray_session import ensure_ray, task_device, wait_all
 
+STATS_WINDOW_FRAMES = 16  # the FVD16 window: latent statistics per window of this many frames
+
 
 def sampling_settings(sampling: dict, names: Iterable[str]) -> dict[str, SamplingSettings]:
     """Each named setting of the ablation as the sampler options it means."""
@@ -184,10 +186,13 @@ def sample_job(
 ) -> dict:
     """Generate one job's videos and contact sheet into the local folder `out_dir`, then write
     its record (plain, no Ray; the task publishes the folder to an object-store workdir)."""
+    from lvdm.latent_stats import WindowedLatentStats, out_of_range
     from lvdm.long_video import long_video_frames
 
     name = job_name(setting, strategy)
     models = load_models(files, device)
+    ft = models.autoencoder.config.ft
+    latent_stats = WindowedLatentStats(window=max(1, STATS_WINDOW_FRAMES // ft))
     long_plan = LongVideoPlan(strategy=strategy, sampling=sampling, **plan)
     generator = torch.Generator(device).manual_seed(seed)
     started = time.perf_counter()
@@ -198,6 +203,7 @@ def sample_job(
         size=(resolution, resolution),
         generator=generator,
         progress=progress,
+        on_latents=latent_stats.add,
     )
     steps = contact_steps(plan["frames"], columns)
     sheet_frames: dict[int, np.ndarray] = {}
@@ -215,9 +221,18 @@ def sample_job(
         "sampling": dataclasses.asdict(sampling),
         "seconds": seconds,
         "seconds_per_frame": seconds / (videos * plan["frames"]),
+        # Per 16-frame window, each channel's mean and std over the job's videos, in the
+        # normalised units the data has (mean ~0, std ~1): where a long video leaves them.
+        "latent_stats": latent_stats.windows(),
+        "latent_stats_window_frames": STATS_WINDOW_FRAMES,
+        "latents_leave_range_at_frame": _frame_of(out_of_range(latent_stats.windows())),
     }
     storage.write_json(record_path(out_dir, name), record)
     return record
+
+
+def _frame_of(window: int | None) -> int | None:
+    return None if window is None else window * STATS_WINDOW_FRAMES
 
 
 def contact_steps(frames: int, columns: int) -> list[int]:

@@ -15,6 +15,7 @@ import ray
 
 from data_prep import storage
 from data_prep.chunks import RECORDS, Chunk, is_complete, plan_chunks, process_chunk, read_record, record_path
+from data_prep.decode import DecodeBudget
 from data_prep.index import write_index
 from data_prep.sources import DATASETS, Discovery
 from stages import tracking
@@ -31,6 +32,7 @@ def discover(data) -> Discovery:
         "sky_timelapse": {"fps": data.frame_folder_fps},
         "taichi": {"format": data.taichi_format, "fps": data.frame_folder_fps},
         "webvid": {"csv_files": dict(data.webvid_csv)},
+        "captioned_table": {"tables": dict(data.captions_table)},
         "synthetic": {
             "num_videos": dict(data.synthetic.videos),
             "num_frames": data.synthetic.frames,
@@ -101,20 +103,23 @@ def run(ctx: StageContext) -> dict:
 
 
 @ray.remote(num_cpus=1)
-def _chunk_task(chunk: Chunk, out_dir: str, resolution: int, min_frames: int, crf: int, fail_after):
+def _chunk_task(
+    chunk: Chunk, out_dir: str, resolution: int, min_frames: int, crf: int, fail_after, budget: DecodeBudget
+):
     import torch
 
     torch.set_num_threads(1)  # one task per core; resize must not oversubscribe
     with storage.staged_folder(out_dir, last=(RECORDS,)) as folder:
-        record = process_chunk(chunk, folder, resolution, min_frames, crf, fail_after)
+        record = process_chunk(chunk, folder, resolution, min_frames, crf, fail_after, budget)
     return len(record["rows"]), len(record["skipped"])
 
 
 def _run_chunks(chunks: list[Chunk], out_dir: str, data, crf: int, fault: tuple[str, int] | None):
     futures = {}
+    budget = DecodeBudget(pixels=data.max_decode_pixels, file_bytes=data.max_file_mib << 20)
     for chunk in chunks:
         fail_after = fault[1] if fault and fault[0] == chunk.name else None
-        ref = _chunk_task.remote(chunk, out_dir, data.resolution, data.min_frames, crf, fail_after)
+        ref = _chunk_task.remote(chunk, out_dir, data.resolution, data.min_frames, crf, fail_after, budget)
         futures[ref] = chunk.name
     sizes = {c.name: len(c.videos) for c in chunks}
     return [(name, _failure_text(err)) for name, err in wait_all(futures, "shard", "video", sizes)]

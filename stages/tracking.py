@@ -11,14 +11,23 @@ Ray worker process can log to the stage's run with just the URI and the id.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import LifecycleStage, Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from data_prep import storage
+from lvdm.credentials import strip_userinfo
 from stages.contract import Tracking
+
+REPLACES_TAG = "lvdm.replaces_mlflow_run_id"  # on a run started because the recorded one was lost
+# MLflow's experiment kind (its front end's ExperimentKind enum): model training, not GenAI.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_tracking_uri(workdir: storage.Location) -> str:
@@ -30,16 +39,27 @@ def default_tracking_uri(workdir: storage.Location) -> str:
 
 
 def ensure_experiment(tracking_uri: str, name: str, workdir: storage.Location) -> str:
+    """The pipeline's experiment (created on first use), marked as model training.
+
+    `EXPERIMENT_KIND_TAG` is MLflow 3's record of an experiment's kind (its front end's
+    ExperimentKind); an existing experiment gets it too, unless a user has picked a kind. The
+    3.17.2 UI itself picks the view from its GenAI / Model training switch (`?workflowType=
+    machine_learning`), not from the tag: the README says so.
+    """
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     # With SQLite the default artifact root is ./mlruns of whatever cwd: pin it to the workdir.
     location = None
     if tracking_uri.startswith("sqlite"):
         root = storage.join(workdir, "mlartifacts")
         location = root if storage.is_uri(root) else storage.local(root).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )
 
 
 def start_run(
@@ -49,16 +69,30 @@ def start_run(
     tags: dict[str, str],
     parent_run_id: str | None = None,
     reattach_run_id: str | None = None,
+    warn: Callable[[str], None] = warnings.warn,
 ) -> Tracking:
     """Open a run, or reopen `reattach_run_id` so a resumed stage keeps one run.
 
     A reopened run moves under `parent_run_id` and takes `tags` (the current pipeline run's id):
-    a resubmitted pipeline is a new parent run, and its stages should be found under it.
+    a resubmitted pipeline is a new parent run, and its stages should be found under it. A run
+    the store no longer holds (or holds deleted) cannot be reopened: `warn` says so and a new run
+    starts, tagged with the lost id, rather than failing the same way on every resume.
     """
     client = MlflowClient(tracking_uri)
     all_tags = {MLFLOW_RUN_NAME: name, **tags}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    lost = _why_not_reattachable(client, reattach_run_id) if reattach_run_id else None
+    if lost is not None:
+        # The store lost it (`ray down` took the head's SQLite, another store, another machine's
+        # cache, deleted in the UI): the work on storage is intact, so a new run carries on.
+        warn(
+            f"MLflow run {reattach_run_id} of {name} is {lost} in {strip_userinfo(tracking_uri)}: "
+            "logging to a new run "
+            f"(tagged {REPLACES_TAG}={reattach_run_id}); the work done so far is kept"
+        )
+        all_tags[REPLACES_TAG] = reattach_run_id
+        reattach_run_id = None
     if reattach_run_id:
         client.update_run(reattach_run_id, status="RUNNING")
         for key, value in all_tags.items():
@@ -66,6 +100,16 @@ def start_run(
         return Tracking(tracking_uri, reattach_run_id)
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     return Tracking(tracking_uri, run.info.run_id)
+
+
+def _why_not_reattachable(client: MlflowClient, run_id: str) -> str | None:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return "not found"
+        raise
+    return "deleted" if run.info.lifecycle_stage == LifecycleStage.DELETED else None
 
 
 def end_run(tracking: Tracking, status: str) -> None:

@@ -55,13 +55,12 @@ def run(ctx: StageContext) -> dict:
     model_file = storage.join(ctx.out_dir, FILENAME)
     save_autoencoder(model_file, model, state["scale"], state["shift"], state["step"])
     tracking.log_artifact(ctx.tracking, model_file, "checkpoint")
-    tracking.log_metrics(
-        ctx.tracking, {"latent_scale": state["scale"], "latent_shift": state["shift"]}, state["step"]
-    )
+    tracking.log_metrics(ctx.tracking, _normalisation_metrics(state["scale"], state["shift"]), state["step"])
     params = sum(p.numel() for p in model.parameters())
     print(
-        f"[train_autoencoder] {params / 1e6:.2f}M parameters; latent scale {state['scale']:.4f} "
-        f"shift {state['shift']:.4f}; held-out PSNR {state['heldout_psnr']:.2f} dB at step {state['step']}"
+        f"[train_autoencoder] {params / 1e6:.2f}M parameters; latent scale {_rounded(state['scale'])} "
+        f"shift {_rounded(state['shift'])}; held-out PSNR {state['heldout_psnr']:.2f} dB "
+        f"at step {state['step']}"
     )
     return {
         "autoencoder": FILENAME,
@@ -128,6 +127,7 @@ def _train_loop(cfg: dict) -> None:
         autocast_dtype=session.autocast_dtype(train["precision"]),
         seed=train["seed"] + session.rank,
     )
+    ray_training.compile_network(trainer.model, train)  # after the trainer: see its docstring
     restored = ray_training.restore(session)
     if restored is not None:
         trainer.load_state_dict(restored["trainer"])
@@ -220,15 +220,31 @@ def _preview(trainer: AutoencoderTrainer, heldout: torch.Tensor, session: Worker
     return {"heldout_psnr": psnr(heldout, recon)}
 
 
+def _rounded(value: float | list[float]) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
+
+
+def _normalisation_metrics(scale: float | list[float], shift: float | list[float]) -> dict[str, float]:
+    if isinstance(scale, float):
+        return {"latent_scale": scale, "latent_shift": shift}
+    return {
+        f"latent_{name}/{c}": v
+        for name, values in (("scale", scale), ("shift", shift))
+        for c, v in enumerate(values)
+    }
+
+
 @torch.no_grad()
-def _normalisation(model: VideoAutoencoder, cfg: dict, device: torch.device) -> tuple[float, float]:
-    """scale = 1/std, shift = -mean of posterior means over training clips (not hard-coded)."""
+def _normalisation(model: VideoAutoencoder, cfg: dict, device: torch.device) -> tuple:
+    """scale = 1/std, shift = -mean of posterior means over training clips (not hard-coded),
+    over all channels or per channel (`autoencoder.train.latent_normalisation`)."""
     batch_size = cfg["train"]["batch_size"]
     batches = max(1, cfg["train"]["normalisation_clips"] // batch_size)
     loader = _loader(cfg, cfg["train_shards"], epoch=0, batches=batches, num_workers=0, seed=777)
     model.eval()
     latents = [model.encode(batch.to(device)).mode().float().cpu() for batch in loader]
-    return latent_normalisation(torch.cat(latents))
+    per_channel = cfg["train"]["latent_normalisation"] == "channel"
+    return latent_normalisation(torch.cat(latents), per_channel=per_channel)
 
 
 STAGE = Stage(

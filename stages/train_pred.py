@@ -5,15 +5,19 @@ keys a hierarchical long video extends lie far apart; the first `cond_frames` ar
 probability `p_cond` (else unconditional), diffused to a random level s ≤ s_max first
 (conditional latent perturbation). Starts from `train_uncond`'s EMA weights (§4.1). When
 training ends, `lvdm.prediction_check` measures on held-out clips whether the model's
-continuations beat the unconditional model and a repeated last frame; the figures go to the
-manifest and MLflow.
+continuations beat the unconditional model and a repeated last frame; on the synthetic
+dataset `stages.position_check` also measures the decoded continuations' shape positions in
+pixels against the true trajectories. The figures go to the manifest and MLflow.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from data_prep import storage
+from lvdm.autoencoder import normalise
 from lvdm.prediction_check import continuation_errors
 from stages import tracking
 from stages.contract import Stage, StageContext
@@ -29,6 +33,7 @@ def task(section) -> DiffusionTask:
         cond_frames=section.cond_frames,
         p_cond=section.p_cond,
         max_noise_level=section.max_noise_level,
+        strides=(1, section.latent_stride) if section.stride_aware and section.latent_stride > 1 else (),
     )
 
 
@@ -44,7 +49,49 @@ def run(ctx: StageContext) -> dict:
         f"own unconditional mode {check['prediction_unconditioned']:.4f}, "
         f"repeat last frame {check['repeat_last']:.4f} ({int(check['clips'])} clips)"
     )
-    return {**outputs, "prediction_check": check}
+    outputs = {**outputs, "prediction_check": check}
+    if ctx.config.data.dataset == "synthetic" and ctx.config.data.stride == 1:
+        from stages.position_check import describe, flat_metrics
+
+        position = run_position_check(ctx, section, storage.join(ctx.out_dir, FILENAME), uncond_file, outputs)
+        tracking.log_metrics(ctx.tracking, flat_metrics(position), outputs["steps"])
+        print(f"[train_pred] position error on held-out clips, pixels (found):\n{describe(position)}")
+        outputs["position_check"] = position
+    return outputs
+
+
+def run_position_check(ctx: StageContext, section, pred_file: str, uncond_file: str, outputs: dict) -> dict:
+    """Issue 21 item 3 on the driver: decoded continuations' shape positions on held-out clips."""
+    from lvdm.long_video import SamplingSettings
+    from stages.autoencoder_file import load_autoencoder
+    from stages.position_check import heldout_clips, position_check
+
+    config = ctx.config
+    prediction, _ = load_unet(pred_file)
+    unconditional, _ = load_unet(uncond_file)
+    autoencoder, _ = load_autoencoder(outputs["autoencoder"])
+    threads = torch.get_num_threads()  # process-wide: see prediction_check
+    torch.set_num_threads(max(1, section.train.cpus_per_worker))
+    try:
+        return position_check(
+            prediction,
+            unconditional,
+            autoencoder,
+            heldout_clips(config.data, section.eval_clips, config.shard.crf),
+            schedule_of(config.diffusion.schedule.model_dump()),
+            scale=outputs["scale"],
+            shift=outputs["shift"],
+            cond_frames=section.cond_frames,
+            clip_latents=section.frames,
+            latent_stride=section.latent_stride,
+            unconditional_latents=config.train_uncond.frames,
+            encode_window=config.data.frames,
+            sampling=SamplingSettings(
+                **{f.name: getattr(config.sampling, f.name) for f in dataclasses.fields(SamplingSettings)}
+            ),
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def prediction_check(ctx: StageContext, section, pred_file: str, uncond_file: str, outputs: dict) -> dict:
@@ -62,7 +109,7 @@ def prediction_check(ctx: StageContext, section, pred_file: str, uncond_file: st
         batches_per_epoch=1,
         seed=4321,
     )
-    clips = (next(iter(loader)) + outputs["shift"]) * outputs["scale"]
+    clips = normalise(next(iter(loader)), outputs["scale"], outputs["shift"])
     prediction, _ = load_unet(pred_file)
     unconditional, _ = load_unet(uncond_file)
     sampling = ctx.config.sampling
@@ -82,6 +129,7 @@ def prediction_check(ctx: StageContext, section, pred_file: str, uncond_file: st
             eta=sampling.eta,
             noise_level=sampling.noise_level,
             guidance_weight=sampling.guidance_weight,
+            stride=task(section).sample_stride,
         )
     finally:
         torch.set_num_threads(threads)

@@ -29,6 +29,7 @@ import torch
 from pipelines.cli import main
 from tests.conftest import PIPELINES, TINY_AUTOENCODER, TINY_DEMO
 from tests.fixtures import datasets as fx
+from tests.fixtures import hostile
 
 DEMO = str(PIPELINES / "demo.yaml")
 TAICHI = str(PIPELINES / "taichi.yaml")
@@ -166,6 +167,22 @@ CONFIG_CASES = [
         id="required-key-missing",
     ),
     pytest.param(
+        ConfigCase(
+            GOOD_YAML,
+            ["data.root=s3://AKIAKEY:se/cret@bucket/ucf"],
+            ["data.root: given a URI with credentials in it (not shown)", "AWS_SECRET_ACCESS_KEY"],
+        ),
+        id="credentials-in-a-storage-uri",
+    ),
+    pytest.param(
+        ConfigCase(
+            GOOD_YAML,
+            ["data.root=file://lvdm-data/ucf"],
+            ["data.root", "names a host ('lvdm-data')", "file:///absolute/path", "./lvdm-data/ucf"],
+        ),
+        id="file-uri-with-a-host",
+    ),
+    pytest.param(
         ConfigCase(None, [], ["nowhere.yaml does not exist", "default: pipelines/demo.yaml"], "nowhere.yaml"),
         id="no-such-pipeline-file",
     ),
@@ -274,6 +291,13 @@ BROKEN_VIDEOS = {
         lambda: fx.encode_mp4(fx.moving_frames(3, 4), fps=25.0),
         "3 frames, shorter than one clip (8 frames = (data.frames - 1) * data.stride + 1)",
     ),
+    # 25 KB that decode to 3.7 GB: skipped from its header, before a worker runs out of memory.
+    "over-the-decode-budget": (
+        "huge.mp4",
+        hostile.long_hd_mp4,
+        "600 frames of 1920x1080 = 1,244,160,000 pixels to decode, over the decode budget of 536,870,912 "
+        "(data.max_decode_pixels); skipped unread",
+    ),
 }
 
 
@@ -357,6 +381,25 @@ def test_broken_videos_are_counted_and_every_good_video_is_kept(broken_dataset_r
     assert {name: (run.root / "train" / name).read_bytes() for name in NOT_LISTED} == NOT_LISTED
 
 
+def test_a_decompression_bomb_frame_is_skipped_naming_it(tmp_path):
+    """A 138-byte PNG claiming 30000x30000 pixels in a Taichi png frame folder: PIL's
+    DecompressionBombError (not an OSError) once escaped the reader and failed the chunk."""
+    from data_prep.skip import SkipSample
+    from data_prep.sources import DATASETS, load_frames
+
+    for split in ("train", "test"):  # first-order-model's png folders keep the .mp4 suffix
+        (tmp_path / split / f"{split}#0#3.mp4").mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / split / f"{split}#0#3.mp4" / f"{i:07d}.png").write_bytes(_png_bytes())
+    bomb = tmp_path / "train" / "train#0#3.mp4" / "0000001.png"
+    bomb.write_bytes(hostile.bomb_png())
+    found = DATASETS["taichi"](str(tmp_path), ["train", "test"], format="png")
+    [video] = [v for v in found.videos if v.split == "train"]
+    with pytest.raises(SkipSample) as info:
+        load_frames(video)
+    _assert_names(info.value.reason, [str(bomb), "DecompressionBombError"])
+
+
 @dataclass(frozen=True)
 class DatasetCase:
     layout: Callable[[Path], Path]  # builds a folder under tmp_path, returns data.root
@@ -402,6 +445,33 @@ def test_a_dataset_with_nothing_to_read_stops_before_any_work(
     _assert_names(seen.err, ["stage 'shard' failed: DatasetLayoutError", *case.names])
     [stage] = (tmp_path / "w" / "stages").glob("shard-*")
     assert not list(stage.glob("*.tar")) and not (stage / "manifest.json").exists()
+
+
+# --- 2b. `lvdm submit`: the plan is checked here, before anything reaches the cluster ---------
+
+SUBMIT_CASES = [
+    pytest.param(
+        ["--until", "shard; touch /tmp/lvdm-pwned"],
+        ["--until 'shard; touch /tmp/lvdm-pwned': not a stage of this pipeline"],
+        id="submit-until-not-a-stage",
+    ),
+    pytest.param(
+        ["--set", "stages=[train_autoencoder]"],
+        ["'train_autoencoder' needs 'shard', which the pipeline does not list", "add it to `stages`"],
+        id="submit-stage-without-its-input",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "names"), SUBMIT_CASES)
+def test_a_submission_whose_plan_fails_is_refused_before_reaching_the_cluster(args, names, tmp_path, capsys):
+    # No dashboard answers at --address: a refusal that names the plan was made before any contact.
+    address = f"http://127.0.0.1:{_closed_port()}"
+    seen = _lvdm(capsys, "submit", DEMO, "--address", address, "--workdir", str(tmp_path / "w"), *args)
+    assert seen.code == 1, seen.text
+    assert "Traceback" not in seen.text and "dashboard" not in seen.text
+    _assert_names(seen.err, names)
+    assert not (tmp_path / "w").exists() and not Path("/tmp/lvdm-pwned").exists()
 
 
 # --- 3. a workdir with a finished stage: the run is refused, the stage is kept -----------------
@@ -501,8 +571,40 @@ def _locked(workdir, tmp):
     return LOCKED_RUN, [], exclusive_folder(folder, {"run_id": "the-other-run", "stage": "train_autoencoder"})
 
 
+def _planted_lock(workdir, tmp):
+    """Someone who can write in a shared workdir links the stage's lock name to a file elsewhere."""
+    folder = _stage_dir(workdir, LOCKED_RUN, "train_autoencoder")
+    folder.mkdir(parents=True)
+    (tmp / "victim.txt").write_text("outside the workdir")
+    (folder / ".writer.lock").symlink_to(tmp / "victim.txt")
+    return LOCKED_RUN, [], contextlib.nullcontext()
+
+
+def _keeps_the_link_target(workdir, tmp):
+    assert (tmp / "victim.txt").read_text() == "outside the workdir"
+
+
 def _read_only(workdir, tmp):
     return [], [], _read_only_for_everyone(workdir)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+def _local_workdir_on_a_growing_cluster(workdir, tmp):
+    """A local --workdir on a cluster whose autoscaler adds nodes (LVDM_AUTOSCALER=1 says it has one):
+    work on those nodes would land on their own disks."""
+    return LOCKED_RUN, [], _env("LVDM_AUTOSCALER", "1")
 
 
 def _workdir_under_a_file(workdir, tmp):
@@ -587,6 +689,29 @@ WORKDIR_CASES = [
             _keeps_the_other_runs_file,
         ),
         id="stage-folder-locked-by-another-run",
+    ),
+    pytest.param(
+        WorkdirCase(
+            _planted_lock,
+            1,
+            [".writer.lock is a symbolic link, not a lock file", "will not write through it", "Remove it"],
+            _keeps_the_link_target,
+        ),
+        id="lock-planted-as-a-symbolic-link",
+    ),
+    pytest.param(
+        WorkdirCase(
+            _local_workdir_on_a_growing_cluster,
+            1,
+            [
+                "a folder on this machine",
+                "an autoscaler",
+                "--workdir s3://BUCKET/lvdm-work",
+                "LVDM_SHARED_WORKDIR=1",
+            ],
+            _no_training_started,
+        ),
+        id="local-workdir-on-a-multi-node-cluster",
     ),
     pytest.param(
         WorkdirCase(

@@ -322,6 +322,12 @@ def test_tracking_uri_names_the_mlflow_service(rayjob, mlflow_docs):
     assert "localhost:5000" in allowed, "kubectl port-forward svc/mlflow 5000:5000 sends Host localhost:5000"
 
 
+def test_one_mlflow_worker_writes_a_sqlite_store(mlflow_docs):
+    args = _mlflow_args(mlflow_docs["Deployment"])
+    if args["backend-store-uri"].startswith("sqlite:"):
+        assert args.get("workers") == "1", "MLflow's default is 4 uvicorn workers on one SQLite file"
+
+
 def test_network_policy_admits_every_ray_pod_to_mlflow(rayjob, mlflow_docs):
     policy, deployment = mlflow_docs["NetworkPolicy"], mlflow_docs["Deployment"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]

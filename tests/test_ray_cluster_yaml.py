@@ -39,3 +39,14 @@ def test_nothing_listens_on_every_interface_and_ray_requires_its_token():
     starts = [c for c in commands if "ray start" in c]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
     assert "~/.ray/auth_token" in config["file_mounts"].values()
+
+
+def test_the_project_copy_names_its_source_and_leaves_secrets_behind():
+    # `.` would be the folder `ray up` runs in (the home folder: ~/.ssh, ~/.aws to every node).
+    config = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
+    source = config["file_mounts"]["/home/ubuntu/lvdm"]
+    assert source.startswith("/") and "YOUR" in source, source
+    assert ".gitignore" in config["rsync_filter"]
+    excluded = config["rsync_exclude"]
+    for secret in ("**/.env*", "**/.aws", "**/.ssh", "**/*.pem"):
+        assert secret in excluded, secret

@@ -13,7 +13,7 @@ import functools
 import inspect
 from collections.abc import Callable
 
-from data_prep.sources import sky_timelapse, synthetic, taichi, ucf101, webvid
+from data_prep.sources import captioned_table, sky_timelapse, synthetic, taichi, ucf101, webvid
 from data_prep.sources.base import (
     DatasetLayoutError,
     Discovery,
@@ -30,6 +30,7 @@ _EXPECTED = {
     "taichi": "train/ and test/ of .mp4 videos (or, with data.taichi_format: png, of .png frame folders)",
     "webvid": "videos/<page_dir>/<videoid>.mp4 files for the rows of the split's data.webvid_csv file",
     "synthetic": "a count above 0 for the split in data.synthetic.videos",
+    "captioned_table": "rows of path, caption[, start, end] in the split's data.captions_table naming videos",
 }
 
 
@@ -74,6 +75,7 @@ DATASETS: dict[str, Callable[..., Discovery]] = {
         "taichi": taichi.discover,
         "webvid": webvid.discover,
         "synthetic": synthetic.discover,
+        "captioned_table": captioned_table.discover,
     }.items()
 }
 

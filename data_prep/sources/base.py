@@ -19,6 +19,7 @@ task it runs, on whichever node.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -36,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from pyarrow import fs as pafs
 
 from data_prep import storage
-from data_prep.decode import DecodedVideo, decode_video
+from data_prep.decode import DecodeBudget, DecodedVideo, decode_video
 from data_prep.skip import SkipSample
 
 SPLITS = ("train", "test")
@@ -282,11 +283,15 @@ def _frame_order(entry: Entry) -> tuple[int, str]:
     return (int(match.group(1)) if match else -1, entry.name)
 
 
-def load_frames(video: SourceVideo, indices: Sequence[int] | None = None) -> DecodedVideo:
+def load_frames(
+    video: SourceVideo, indices: Sequence[int] | None = None, budget: DecodeBudget | None = None
+) -> DecodedVideo:
     """Decode `video` (all frames, or only `indices`) to `(t h w c)` uint8 RGB.
 
-    Raises `SkipSample` for anything unreadable, naming the file.
+    Raises `SkipSample` for anything unreadable, naming the file, and for a video over `budget`
+    (default `DecodeBudget()`), checked before it is decoded.
     """
+    budget = budget or DecodeBudget()
     if video.kind == "synthetic":
         from data_prep.sources.synthetic import render  # synthetic imports this module
 
@@ -297,15 +302,24 @@ def load_frames(video: SourceVideo, indices: Sequence[int] | None = None) -> Dec
         raise SkipSample(f"{location}: listed at discovery but no longer exists")
     if video.kind == "file":
         # A stored video is fetched whole (a few MB) by decode_video and decoded from memory.
-        return decode_video(location, indices)
+        decoded = decode_video(location, indices, budget=budget)
+        if "span_s" in video.meta and indices is None:
+            # A clip of a longer video (data_prep/sources/captioned_table.py): keep its span.
+            from data_prep.sources.captioned_table import trim_to_span  # it imports this module
+
+            return trim_to_span(decoded, video.meta, location)
+        return decoded
     if video.kind == "frames":
-        return _read_frame_folder(location, indices, float(video.meta.get("fps", DEFAULT_FRAME_FOLDER_FPS)))
+        fps = float(video.meta.get("fps", DEFAULT_FRAME_FOLDER_FPS))
+        return _read_frame_folder(location, indices, fps, budget)
     raise ValueError(
         f"{video.key}: unknown SourceVideo.kind {video.kind!r}; expected file, frames or synthetic"
     )
 
 
-def _read_frame_folder(folder: str, indices: Sequence[int] | None, fps: float) -> DecodedVideo:
+def _read_frame_folder(
+    folder: str, indices: Sequence[int] | None, fps: float, budget: DecodeBudget
+) -> DecodedVideo:
     images = list_frame_images(folder)
     if not images:
         raise SkipSample(f"{folder}: frame folder has no {'/'.join(IMAGE_SUFFIXES)} images")
@@ -313,7 +327,10 @@ def _read_frame_folder(folder: str, indices: Sequence[int] | None, fps: float) -
     bad = [i for i in wanted if not 0 <= i < len(images)]
     if bad:
         raise SkipSample(f"{folder}: frame indices {bad[:3]} outside a video of {len(images)} frames")
-    frames = _map(_read_image, [images[i].location for i in wanted], remote=storage.is_uri(folder))
+    # Each frame gets its share of the budget, checked from its header before its pixels are read.
+    count = len(wanted)
+    read = functools.partial(_read_image, budget=budget, frames=count)
+    frames = _map(read, [images[i].location for i in wanted], remote=storage.is_uri(folder))
     shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise SkipSample(f"{folder}: frames differ in size {sorted(shapes)}")
@@ -331,14 +348,22 @@ def _map(function: Callable[[str], _T], locations: list[str], remote: bool) -> l
         return list(pool.map(function, locations))  # the first failure (in order) is raised
 
 
-def _read_image(location: str) -> np.ndarray:
+def _read_image(location: str, budget: DecodeBudget | None = None, frames: int = 1) -> np.ndarray:
+    """One frame as `(h w c)` uint8 RGB; within `budget` shared by the `frames` frames read."""
+    budget = budget or DecodeBudget()
     try:
-        with Image.open(io.BytesIO(storage.read_bytes(location))) as image:
+        with storage.open_stream(location) as stream:
+            data = stream.read(budget.file_bytes + 1)  # never more than the budget, whatever is stored
+        budget.check_file(len(data), location)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size  # from the header: nothing is decompressed yet
+            budget.check_pixels(width, height, frames, f"{location} (one of the frames)")
             return np.asarray(image.convert("RGB"))
     # PIL raises UnidentifiedImageError for non-images and OSError ("image file is
     # truncated") only when the pixels are read, hence the conversion inside the try.
-    # A frame that vanished (FileNotFoundError) is an OSError too.
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    # A frame that vanished (FileNotFoundError) is an OSError too. DecompressionBombError (a
+    # header claiming over twice PIL's MAX_IMAGE_PIXELS, e.g. a 22 KB PNG) is none of these.
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise SkipSample(f"{location}: broken image ({type(err).__name__}: {err})") from err
 
 

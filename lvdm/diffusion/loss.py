@@ -6,6 +6,7 @@ and the schedule stays ignorant of the network (STYLE.md point 5).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -45,6 +46,7 @@ def diffusion_loss(
     max_noise_level: int = 0,
     loss_type: LossType = "l1",
     generator: torch.Generator | None = None,
+    stride: torch.Tensor | None = None,
 ) -> DiffusionLoss:
     """Draw t ~ U[0, T) and ε ~ N(0, I), and score the network's ε̂(x_t, t) against ε.
 
@@ -71,6 +73,8 @@ def diffusion_loss(
         loss_type: "l1" (the official configs) or "l2" (the paper's L_simple).
         generator: the source of every random draw (t, ε, s and the perturbation noise), in
             that order, so a resumed run that restores it reproduces the same batch loss.
+        stride: `(b,)` long, the latent stride of each window, for a stride-aware network
+            (`UNet3D(max_stride=...)`; `strides.strided_windows` draws it); None: not passed.
     """
     if loss_type not in ("l1", "l2"):
         raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
@@ -84,6 +88,8 @@ def diffusion_loss(
         )
     b, _, frames, _, _ = x0.shape
     device = x0.device
+    if stride is not None:
+        model = functools.partial(model, stride=stride)
 
     t = uniform_integers(0, schedule.timesteps, b, generator=generator, device=device)
     noise = standard_normal(x0.shape, generator=generator, device=device, dtype=x0.dtype)

@@ -20,6 +20,8 @@ from lvdm.diffusion.draws import standard_normal
 from lvdm.diffusion.schedule import NoiseSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# DDIM's last jump: to ᾱ = 1 (x̂_0, ours) or to ᾱ_0 (the release's sampler).
+DDIM_LAST_STEPS = ("x0", "release")
 AfterStep = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -88,6 +90,7 @@ def ddim(
     generator: torch.Generator | None = None,
     progress: bool = False,
     after_step: AfterStep | None = None,
+    last_step: str = "x0",
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) over `ddim_timesteps(T, steps)`.
 
@@ -96,7 +99,15 @@ def ddim(
     official scripts sample with 50 steps and η = 1 (our defaults). The final jump goes to
     ᾱ = 1, i.e. returns x̂_0 and draws no noise; the official sampler jumps to ᾱ_0 < 1 instead,
     which leaves one forward step of noise (std √β_0 ≈ 0.04) in every sample.
+    `last_step="release"` makes that last jump the release's (ᾱ_prev of the first grid point
+    is ᾱ_0, `make_ddim_sampling_parameters` of LVDM/LDM), so with the same network and x_T
+    this function reproduces the release's DDIM number for number; "x0" (this function's
+    default) is ours. With an exact denoiser the release's jump measured closer to the data
+    (benchmarks/bench_ddim_last_step.py: x̂_0 = E[x_0 | x_1] under-disperses), so the
+    pipelines' `sampling.ddim_last_step` defaults to "release".
     """
+    if last_step not in DDIM_LAST_STEPS:
+        raise ValueError(f"last_step must be one of {DDIM_LAST_STEPS}, got {last_step!r}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0 (0: deterministic, 1: DDPM-like), got eta={eta}")
     visited = ddim_timesteps(schedule.timesteps, steps)
@@ -107,7 +118,10 @@ def ddim(
         eps = denoiser(x, t)
         x0 = schedule.predict_x0(x, t, eps)
         a_t = alphas_cumprod[i].item()
-        a_prev = alphas_cumprod[visited[index + 1]].item() if index + 1 < len(visited) else 1.0
+        if index + 1 < len(visited):
+            a_prev = alphas_cumprod[visited[index + 1]].item()
+        else:
+            a_prev = alphas_cumprod[0].item() if last_step == "release" else 1.0
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
         x = a_prev**0.5 * x0 + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
         if sigma > 0:

@@ -8,6 +8,7 @@ perturbation noise, then the sampler's own draws.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -52,6 +53,7 @@ def sample_latents(
     sampler: SamplerName = "ddim",
     steps: int = 50,
     eta: float = 0.0,
+    ddim_last_step: str = "x0",
     z_cond: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     noise_level: int = 0,
@@ -61,6 +63,7 @@ def sample_latents(
     generator: torch.Generator | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,
+    stride: int | None = None,
 ) -> torch.Tensor:
     """Sample latents `(b, c, t, h, w)` of `shape` from `model` (ε-prediction), under no_grad.
 
@@ -86,6 +89,8 @@ def sample_latents(
         eta: DDIM's η: 0 deterministic (default), 1 DDPM-like. The official scripts use η = 1;
             with an exact denoiser (benchmarks/bench_samplers.py) η = 0 is 2-2.5x closer to
             the true distribution at 10, 20 and 50 steps, as in the DDIM paper's Table 1.
+        ddim_last_step: "x0" (default) ends DDIM at x̂_0; "release" at ᾱ_0, as the release's
+            sampler (`samplers.ddim`'s `last_step`).
         z_cond: `(b, c, t, h, w)` clean conditioning latents; only the masked frames are read.
         mask: `(b, t)` bool over latent frames (`masks.frames_mask`), True = given.
         noise_level: the perturbation level s ∈ [0, T] of z_cond (0 = clean).
@@ -97,6 +102,8 @@ def sample_latents(
         generator: source of every random draw.
         progress: show a progress bar.
         device: where to sample; default z_cond's device, else the model's, else the CPU.
+        stride: for a stride-aware network (`UNet3D(max_stride=...)`), the latent stride of the
+            clip to sample: 1 for consecutive latents, the key stride for hierarchical keys.
     """
     if sampler not in ("ddpm", "ddim", "dpmpp"):
         raise ValueError(f"sampler must be 'ddpm', 'ddim' or 'dpmpp', got {sampler!r}")
@@ -106,6 +113,9 @@ def sample_latents(
     conditional = mask is not None if conditional is None else conditional
     takes_noise_level = model_takes_noise_level(model) if takes_noise_level is None else takes_noise_level
     device = torch.device(device) if device is not None else _default_device(model, z_cond)
+    if stride is not None:
+        # A 0-d tensor: the network broadcasts it over any batch, the guidance's doubled one too.
+        model = functools.partial(model, stride=torch.tensor(stride, dtype=torch.long, device=device))
 
     if not conditional and (mask is not None or z_cond is not None):
         raise ValueError("mask / z_cond given but conditional=False: drop them, or set conditional=True")
@@ -168,6 +178,7 @@ def sample_latents(
                 generator=generator,
                 progress=progress,
                 after_step=after_step,
+                last_step=ddim_last_step,
             )
         return samplers.dpmpp(denoiser, x_T, schedule, steps=steps, progress=progress, after_step=after_step)
 

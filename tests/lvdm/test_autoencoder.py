@@ -96,7 +96,7 @@ def test_config_rejects_a_bad_factor_and_a_bad_multiplier_list():
 
 def test_logvar_is_clamped_to_the_configured_range():
     model = tiny(4, 2)
-    head = model.encoder.head[-1].conv
+    head = model.quant_conv.conv  # the last layer before the posterior's moments
     with torch.no_grad():
         head.bias[4:] = 1e6
         posterior = model.encode(torch.zeros(1, 3, 8, 16, 16))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -223,9 +224,25 @@ def test_torchscript_i3d_is_called_with_the_community_flags(tmp_path):
             return features
 
     torch.jit.script(CommunityI3D()).save(str(tmp_path / "i3d_torchscript.pt"))
-    model = load_fvd_model(tmp_path / "i3d_torchscript.pt")
+    model = load_fvd_model(tmp_path / "i3d_torchscript.pt", trust=True)
     clip = np.full((16, 8, 8, 3), 255, dtype=np.uint8)
     assert np.all(i3d_features(model, [clip]) == 1.0)
+
+
+def test_a_torchscript_i3d_runs_no_code_unless_its_hash_is_pinned_or_trusted(tmp_path):
+    """A TorchScript file is code; `torch.jit.load` on an unvetted one was the default (issue 19)."""
+    from lvdm.metrics.fvd import UntrustedTorchScriptError
+
+    file = tmp_path / "i3d_torchscript.pt"
+    file.write_bytes(b"not even TorchScript: refused from its hash, before anything reads it")
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    with pytest.raises(UntrustedTorchScriptError, match=f"sha256 {digest}.*is a TorchScript file"):
+        load_fvd_model(file)
+    with pytest.raises(UntrustedTorchScriptError, match="it was pinned to"):
+        load_fvd_model(file, sha256="f" * 64, trust=True)  # a pin that fails is final
+    for vetted in ({"sha256": digest.upper()}, {"trust": True}):  # now torch.jit.load reads it
+        with pytest.raises(ValueError, match="is not a TorchScript file"):
+            load_fvd_model(file, **vetted)
 
 
 @pytest.mark.pretrained

@@ -238,12 +238,19 @@ class _Index:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[str, bytes]] = {}
         self.requests: list[str] = []
+        self.authorization: str | None = None  # when set, a request without this header gets 401
+        self.seen_authorization: list[str | None] = []
         index = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 index.requests.append(self.path)
+                index.seen_authorization.append(self.headers.get("Authorization"))
                 kind, body = index.routes.get(self.path, ("text/plain", b""))
+                if index.authorization and self.headers.get("Authorization") != index.authorization:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
                 self.send_response(200 if self.path in index.routes else 404)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
@@ -333,3 +340,24 @@ def test_pip_index_url_from_the_environment_is_honoured(tmp_path, index, monkeyp
     monkeypatch.setenv("PIP_INDEX_URL", f"{index.url}/simple/")
     assert pip_index_settings().urls[0] == f"{index.url}/simple/"  # before any extra-index-url
     assert fetch([archive], None, tmp_path / "home").complete
+
+
+def test_a_private_index_url_with_credentials_is_sent_as_basic_auth_and_never_printed(
+    tmp_path, index, monkeypatch, capsys
+):
+    """PIP_INDEX_URL=https://user:token@host/simple: urllib took the userinfo for a port and the
+    error printed the token (issue 19, item 7)."""
+    import base64
+
+    archive = _toy(tmp_path, pickle.dumps(TREE, protocol=4))
+    index.serve_toy(archive, (tmp_path / "toy-1.0.tar.gz").read_bytes())
+    index.authorization = "Basic " + base64.b64encode(b"alice:t0k@n").decode()
+    host = index.url.removeprefix("http://")
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:wrong@{host}/simple/")
+    with pytest.raises(FetchError) as refused:
+        fetch([archive], None, tmp_path / "home")
+    assert "HTTP 401" in str(refused.value) and "wrong" not in str(refused.value)
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://alice:t0k%40n@{host}/simple/")
+    assert fetch([archive], None, tmp_path / "home").complete
+    assert index.seen_authorization[-2:] == [index.authorization] * 2  # the page and the file
+    assert "t0k" not in capsys.readouterr().out

@@ -27,8 +27,10 @@ EXECUTION_SETTINGS = [
         ("preview_every", 9),
         ("heldout_clips", 3),
         ("max_failures", 5),
+        ("compile", "true"),
     )
 ] + ["cache_latents.use_gpu=true", "cache_latents.batch_size=32"]
+EXECUTION_SETTINGS += ["cache_latents.engine=ray_data", "cache_latents.concurrency=4"]
 
 
 @pytest.mark.parametrize("override", EXECUTION_SETTINGS)
@@ -113,6 +115,7 @@ def test_every_train_section_marks_the_same_execution_settings():
         "preview_every",
         "heldout_clips",
         "max_failures",
+        "compile",
     }
 
     def sections(model):

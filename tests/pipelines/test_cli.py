@@ -45,15 +45,22 @@ def test_weights_fetch_from_a_missing_folder_exits_1_naming_it(tmp_path, capsys)
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").iterdir())
 
 
-def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow_server):
+def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow_server, capsys, monkeypatch):
     workdir = tmp_path / "work"
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, "")  # the run sets them from the URI; undone after the test
+    # Basic-auth credentials in the URI (this server ignores them) are used, never recorded.
+    with_credentials = mlflow_server.url.replace("http://", "http://alice:s3cr3t@")
     argv = [
         "run",
         "--workdir",
         str(workdir),
-        *_sets(TINY_DEMO + [f"mlflow.tracking_uri={mlflow_server.url}"]),
+        *_sets(TINY_DEMO + [f"mlflow.tracking_uri={with_credentials}"]),
     ]
     assert main(argv) == 0
+    assert "s3cr3t" not in "".join(capsys.readouterr())
+    [run] = (workdir / "runs").iterdir()
+    assert "s3cr3t" not in (run / "run.json").read_text() + (run / "config.yaml").read_text()
     client = MlflowClient(mlflow_server.url)
     experiment = client.get_experiment_by_name("demo")
     runs = client.search_runs([experiment.experiment_id])
@@ -63,6 +70,8 @@ def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow
     assert children[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert children[0].data.tags["lvdm.stage"] == "shard" and children[0].info.status == "FINISHED"
     assert "manifest.json" in [a.path for a in client.list_artifacts(children[0].info.run_id)]
+    recorded = client.download_artifacts(parents[0].info.run_id, "config.yaml", str(tmp_path))
+    assert f"tracking_uri: {mlflow_server.url}" in Path(recorded).read_text()
     assert not (Path(workdir) / "mlflow.db").exists(), "a configured server replaces the embedded store"
 
 

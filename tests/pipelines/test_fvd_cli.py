@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -43,6 +44,22 @@ def tiny_i3d(tmp_path_factory) -> Path:
     return path
 
 
+def trusted(i3d: Path) -> tuple[str, ...]:
+    """`--i3d FILE --i3d-sha256 HEX`: a TorchScript file loads only pinned (or trusted)."""
+    return ("--i3d", str(i3d), "--i3d-sha256", hashlib.sha256(i3d.read_bytes()).hexdigest())
+
+
+def test_a_torchscript_i3d_is_refused_unpinned_and_untrusted_before_it_is_loaded(tmp_path, tiny_i3d, capsys):
+    real = video_folder(tmp_path / "real", range(0, 2))
+    assert main(["fvd", str(real), str(real), "--i3d", str(tiny_i3d)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tiny_i3d} (sha256 " in err and "--i3d-sha256 HEX" in err and "--trust-i3d" in err
+    wrong = ["--i3d", str(tiny_i3d), "--i3d-sha256", "0" * 64, "--trust-i3d"]
+    assert main(["fvd", str(real), str(real), *wrong]) == 2
+    assert f"not the {'0' * 64} it was pinned to" in capsys.readouterr().err
+    assert run_fvd(real, real, tmp_path / "fvd.json", "--i3d", str(tiny_i3d), "--trust-i3d")["fvd"] < 1e-6
+
+
 def clip(seed: int, frames: int = FRAMES) -> np.ndarray:
     """A moving gradient: smooth, so H.264 keeps it and videos of one seed family look alike."""
     rng = np.random.default_rng(seed)
@@ -67,7 +84,7 @@ def run_fvd(real: Path | str, fake: Path | str, out: Path, *extra: str) -> dict:
 def test_two_folders_give_a_json_with_the_figures_and_their_convention(tmp_path, tiny_i3d, capsys):
     real = video_folder(tmp_path / "real", range(0, 4))
     fake = video_folder(tmp_path / "fake", range(10, 14))
-    result = run_fvd(real, fake, tmp_path / "out" / "fvd.json", "--i3d", str(tiny_i3d), "--batch-size", "3")
+    result = run_fvd(real, fake, tmp_path / "out" / "fvd.json", *trusted(tiny_i3d), "--batch-size", "3")
     assert {"fvd", "kvd", "clips_real", "clips_fake", "frames", "features"} <= set(result)
     assert (result["clips_real"], result["clips_fake"], result["frames"]) == (4, 4, FRAMES)
     assert result["features"] == FEATURES
@@ -84,7 +101,7 @@ def test_a_shard_set_and_the_folder_it_was_made_from_are_at_distance_zero(tmp_pa
     ]
     write_shard(tmp_path / "shards" / "test-000000.tar", samples[:2])
     write_shard(tmp_path / "shards" / "test-000001.tar", samples[2:])
-    result = run_fvd(real, tmp_path / "shards" / "*.tar", tmp_path / "fvd.json", "--i3d", str(tiny_i3d))
+    result = run_fvd(real, tmp_path / "shards" / "*.tar", tmp_path / "fvd.json", *trusted(tiny_i3d))
     assert result["clips_fake"] == 3
     assert result["fvd"] == pytest.approx(0.0, abs=1e-6)
 
@@ -96,7 +113,7 @@ def test_broken_and_short_videos_are_skipped_and_named(tmp_path, tiny_i3d, capsy
     (fake / "empty.avi").write_bytes(b"")
     write_mp4(fake / "short.mp4", clip(21, frames=8))
     (fake / "notes.txt").write_text("not a video, not counted")
-    result = run_fvd(real, fake, tmp_path / "fvd.json", "--i3d", str(tiny_i3d), "--clips", "3")
+    result = run_fvd(real, fake, tmp_path / "fvd.json", *trusted(tiny_i3d), "--clips", "3")
     assert result["clips_fake"] == 3
     skipped = {Path(name).name: reason for name, reason in result["skipped_fake"].items()}
     assert set(skipped) == {"broken.mp4", "empty.avi", "short.mp4"}
@@ -108,10 +125,10 @@ def test_a_folder_without_one_usable_clip_is_an_error_naming_it(tmp_path, tiny_i
     real = video_folder(tmp_path / "real", range(0, 2))
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "broken.mp4").write_bytes(b"\x00" * 100)
-    assert main(["fvd", str(real), str(tmp_path / "fake"), "--i3d", str(tiny_i3d)]) == 1
+    assert main(["fvd", str(real), str(tmp_path / "fake"), *trusted(tiny_i3d)]) == 1
     err = capsys.readouterr().err
     assert "broken.mp4" in err and f"no usable 16-frame clip in fake {tmp_path / 'fake'}" in err
-    assert main(["fvd", str(real), str(tmp_path / "missing"), "--i3d", str(tiny_i3d)]) == 2
+    assert main(["fvd", str(real), str(tmp_path / "missing"), *trusted(tiny_i3d)]) == 2
     assert "missing does not exist" in capsys.readouterr().err
 
 

@@ -83,13 +83,21 @@ def _lvdm(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*LVDM, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def _checkpoints(workdir: str) -> list[str]:
+def _registered_steps(workdir: str) -> list[int]:
+    """The steps of the checkpoints Ray Train has registered: those in its checkpoint manager's
+    snapshot, which is what a resumed fit reads. A file under `checkpoint_*` is not enough: it
+    appears before the upload is whole and before the controller registers it, and a kill in
+    between loses that interval (resumed from the previous checkpoint, as promised)."""
     stages = storage.listdir(storage.join(workdir, "stages"))
     train = [s for s in stages if s.startswith("train_autoencoder-")]
     if not train:
         return []
     files = storage.walk_files(storage.join(workdir, "stages", train[0], "ray"))
-    return [f for f in files if "/checkpoint_" in f]
+    snapshots = [f for f in files if f.endswith("/checkpoint_manager_snapshot.json")]
+    if not snapshots:
+        return []
+    (snapshot,) = snapshots
+    return [int(r["metrics"]["step"]) for r in storage.read_json(snapshot)["checkpoint_results"]]
 
 
 def test_demo_through_cache_latents_on_s3_survives_a_kill(s3, tmp_path):
@@ -104,13 +112,14 @@ def test_demo_through_cache_latents_on_s3_survives_a_kill(s3, tmp_path):
         start_new_session=True,
     )
     deadline = time.time() + 400
-    while not _checkpoints(workdir):
+    while not _registered_steps(workdir):
         assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.time() < deadline, "no Ray Train checkpoint reached the store"
+        assert time.time() < deadline, "no Ray Train checkpoint was registered on the store"
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray cluster and the training workers
     proc.wait()
     killed_at = time.time()
+    registered = _registered_steps(workdir)  # as the kill left them: the resume must miss none
 
     (run_id,) = storage.listdir(f"{workdir}/runs")
     stages = {n.split("-")[0]: f"{workdir}/stages/{n}" for n in storage.listdir(f"{workdir}/stages")}
@@ -136,6 +145,7 @@ def test_demo_through_cache_latents_on_s3_survives_a_kill(s3, tmp_path):
     assert "[shard] cached" in resumed.stdout
     train = storage.read_json(storage.join(stages["train_autoencoder"], "manifest.json"))["outputs"]
     assert train["steps"] == 40 and train["resumed_from_step"] >= 4, "training resumed from its checkpoint"
+    assert train["resumed_from_step"] == max(registered), f"registered {registered}: resumed from the newest"
     assert storage.is_file(storage.join(stages["train_autoencoder"], "autoencoder.pt"))
 
     stages = {n.split("-")[0]: f"{workdir}/stages/{n}" for n in storage.listdir(f"{workdir}/stages")}

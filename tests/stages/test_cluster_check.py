@@ -108,3 +108,18 @@ def test_a_pipeline_asking_for_gpus_fails_at_the_stage_before_any_worker_starts(
     assert "stage 'train_autoencoder' failed: ClusterTooSmallError" in message
     assert "--set autoencoder.train.num_workers=1 --set autoencoder.train.use_gpu=false" in message
     assert not list((tmp_path / "stages").glob("train_autoencoder-*/ray/*"))  # no Ray Train run began
+
+
+def test_a_local_workdir_is_refused_only_where_another_node_could_write_to_it(monkeypatch):
+    from stages.cluster_check import SHARED_WORKDIR_ENV, Node, WorkdirUnreachableError, check_workdir_reach
+
+    monkeypatch.delenv(SHARED_WORKDIR_ENV, raising=False)
+    one, two = [Node("10.0.0.1", {"CPU": 8})], [Node("10.0.0.1", {"CPU": 8}), Node("10.0.0.2", {"GPU": 1})]
+    check_workdir_reach("/home/me/lvdm-work", one, autoscaler=False)
+    check_workdir_reach("s3://bucket/lvdm-work", two, autoscaler=True)
+    for nodes, autoscaler in ((two, False), (one, True)):
+        for workdir in ("/home/me/lvdm-work", "file:///home/me/lvdm-work"):
+            with pytest.raises(WorkdirUnreachableError, match="10.0.0.1.*--workdir s3://BUCKET/lvdm-work"):
+                check_workdir_reach(workdir, nodes, autoscaler)
+    monkeypatch.setenv(SHARED_WORKDIR_ENV, "1")  # an NFS mount at the same path on every node
+    check_workdir_reach("/mnt/shared/lvdm-work", two, autoscaler=True)

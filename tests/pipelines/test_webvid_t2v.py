@@ -1,0 +1,20 @@
+"""pipelines/webvid_t2v.yaml: the release's text-to-video configuration, with the SD folder required."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import ConfigError, load_pipeline
+from tests.conftest import PIPELINES
+
+
+def test_webvid_t2v_needs_a_stable_diffusion_folder() -> None:
+    with pytest.raises(ConfigError, match=r"need t2v.stable_diffusion: set it"):
+        load_pipeline(PIPELINES / "webvid_t2v.yaml", ["data.root=/data/webvid"])
+    config = load_pipeline(
+        PIPELINES / "webvid_t2v.yaml", ["data.root=/data/webvid", "t2v.stable_diffusion=/sd"]
+    )
+    assert config.stages == ("shard", "cache_t2v_latents", "train_t2v")
+    assert config.t2v.caption_dropout == 0.1 and config.t2v.guidance_scale == 15.0
+    unet = config.diffusion.unet
+    assert (unet.context_dim, unet.temporal_transformer, unet.use_scale_shift_norm) == (768, True, False)
