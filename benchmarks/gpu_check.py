@@ -285,10 +285,10 @@ def section_b(check: Check) -> None:
     if check.left() < 60:
         check.add(Row("B t2v", "-", note="skipped: time"))
         return
-    kwargs = {**_unet_of(path), **sizes.t2v_override, "use_checkpoint": True}
     try:
+        kwargs = {**_unet_of(path), **sizes.t2v_override, "use_checkpoint": True}
         trainer = build_trainer(kwargs, device, torch.bfloat16)
-    except (TypeError, ValueError) as err:  # the file names options this UNet3D does not have yet
+    except (KeyError, TypeError, ValueError) as err:  # a file without (or with a newer) diffusion.unet
         check.add(Row("B t2v", "-", note=f"skipped: UNet3D(**{path.name} diffusion.unet) failed: {err}"))
         return
     network, millions = trainer.network, params_m(trainer.network)

@@ -31,6 +31,7 @@ def continue_latents(
     latents: int,
     sampling: SamplingSettings,
     generator: torch.Generator | None = None,
+    stride: int | None = None,
 ) -> Tensor:
     """`given (b c k h w)` extended to `(b c latents h w)` by the prediction model; the first k
     latents come back unchanged.
@@ -40,6 +41,8 @@ def continue_latents(
             given; k = given.shape[2] < clip.
         latents: total latents to return (≥ k).
         sampling: sampler, steps, η, s (perturbation of the given latents), w (guidance).
+        stride: for a stride-aware network, the latent stride of the clips it samples
+            (`sample_latents`' `stride`); None for a network without the stride embedding.
     """
     b, c, k, h, w = given.shape
     if not 1 <= k < clip:
@@ -56,11 +59,13 @@ def continue_latents(
             sampler=sampling.sampler,
             steps=sampling.steps,
             eta=sampling.eta,
+            ddim_last_step=sampling.ddim_last_step,
             z_cond=z_cond,
             mask=mask,
             noise_level=sampling.noise_level,
             guidance_weight=sampling.guidance_weight,
             generator=generator,
+            stride=stride,
         )
         video = torch.cat([video, sampled[:, :, k:]], dim=2)
     return video[:, :, :latents]

@@ -444,6 +444,9 @@ class EvaluateSection(Section):
     floor, and for the synthetic dataset the ground-truth motion metrics."""
 
     window: int = Field(16, ge=1, description="frames per FVD clip / window (FVD16)")
+    fvd_every: int = Field(
+        1, ge=1, description="FVD on windows 0, k, 2k, … only (I3D is the slow part); exact metrics on all"
+    )
     real_clips: int = Field(2048, ge=2, description="real clips (test split) for the statistics and floor")
     batch_size: Annotated[int, EXECUTION] = Field(8, ge=1, description="I3D clips per forward pass")
     i3d: Path | None = Field(None, description="community i3d_torchscript.pt instead of the cached weights")
@@ -495,6 +498,15 @@ class T2VSection(Section):
     train: DiffusionTrainSection = Field(default_factory=DiffusionTrainSection)
 
 
+class T2VLatentsView(Section):
+    """What `cache_t2v_latents` reads of `t2v`: its cache key holds the VAE folder alone, so
+    changing a training setting never re-encodes the dataset."""
+
+    stable_diffusion: Path | None
+    cache_batch_frames: Annotated[int, EXECUTION]
+    use_gpu: Annotated[bool, EXECUTION]
+
+
 class PipelineConfig(Section):
     name: str
     stages: tuple[str, ...]
@@ -516,6 +528,15 @@ class PipelineConfig(Section):
 
     def section(self, name: str) -> Section:
         return getattr(self, name)
+
+    @property
+    def t2v_latents(self) -> T2VLatentsView:
+        t2v = self.t2v
+        return T2VLatentsView(
+            stable_diffusion=t2v.stable_diffusion,
+            cache_batch_frames=t2v.cache_batch_frames,
+            use_gpu=t2v.use_gpu,
+        )
 
     @model_validator(mode="after")
     def _sections_agree(self) -> PipelineConfig:

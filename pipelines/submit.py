@@ -180,7 +180,7 @@ def follow(client, submission_id: str, echo=print) -> None:
 
 def job_main(argv: list[str] | None = None) -> int:
     """The job's entrypoint on the cluster: record the run under the submitted id, run it."""
-    from pipelines.cli import _execute
+    from pipelines.execute import execute
     from pipelines.runner import PipelineError
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.submit")
@@ -201,7 +201,7 @@ def job_main(argv: list[str] | None = None) -> int:
     # so the runner records the running stages failed and ends their MLflow runs KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return _execute(config, workdir, pipeline, until=args.until, run_id=args.run_id)
+        return execute(config, workdir, pipeline, until=args.until, run_id=args.run_id)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

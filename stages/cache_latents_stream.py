@@ -120,7 +120,10 @@ def encode_streaming(
     jobs = [{"split": split, "src": str(src)} for split, src in sources]
     dataset = (
         ray.data.from_items(jobs, override_num_blocks=len(jobs))
-        .flat_map(DecodeShard(frames, stride), num_cpus=1)
+        # Its own CPU tasks, not fused into the encoder actors: Ray Data fuses consecutive maps
+        # whose resources match (on a CPU-only cluster they do), and never one with a
+        # `ray_remote_args_fn`.
+        .flat_map(DecodeShard(frames, stride), ray_remote_args_fn=_decode_task_resources)
         .map(
             EncodeVideos,
             fn_constructor_kwargs={
@@ -129,7 +132,7 @@ def encode_streaming(
                 "batch_size": batch_size,
                 "precision": precision,
             },
-            concurrency=concurrency,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
             num_cpus=1,
             num_gpus=1 if use_gpu else 0,
         )
@@ -155,6 +158,10 @@ def encode_streaming(
                 shard.done, shard.videos = True, {}
                 bar.update(1)
     return failures
+
+
+def _decode_task_resources() -> dict:
+    return {"num_cpus": 1}
 
 
 def _video(row: dict) -> EncodedVideo:

@@ -33,7 +33,7 @@ from stages.ray_session import ensure_ray, task_device, wait_all
 
 
 def run(ctx: StageContext) -> dict:
-    shard_manifest, t2v = ctx.inputs["shard"], ctx.config.t2v
+    shard_manifest, t2v = ctx.inputs["shard"], ctx.config.t2v_latents
     video_dir = shard_manifest["out_dir"]
     jobs = [(split, name) for split, names in shard_manifest["outputs"]["shards"].items() for name in names]
     pending = [job for job in jobs if not is_complete(ctx.out_dir, name_stem(job[1]))]
@@ -158,7 +158,7 @@ def encode_shard(
 STAGE = Stage(
     name="cache_t2v_latents",
     run=run,
-    sections=("t2v",),
+    sections=("t2v_latents",),
     inputs=("shard",),
     description="encode every stored video frame-wise with Stable Diffusion's VAE (text-to-video latents)",
 )

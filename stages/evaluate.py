@@ -18,6 +18,7 @@ of it to MLflow.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -47,6 +48,7 @@ def run(ctx: StageContext) -> dict:
     cache = i3d_cache(ctx.out_dir)
     options = {
         "window": section.window,
+        "fvd_every": section.fvd_every,
         "real_clips": section.real_clips,
         "batch_size": section.batch_size,
         "i3d": str(section.i3d) if section.i3d else None,
@@ -70,7 +72,14 @@ def run(ctx: StageContext) -> dict:
     for plot in plots:
         tracking.log_artifact(ctx.tracking, plot, "evaluation")
     print_summary(metrics)
-    return {"metrics": METRICS, "plots": [storage.name(p) for p in plots], "summary": summary(metrics)}
+    outputs = {"metrics": METRICS, "plots": [storage.name(p) for p in plots], "summary": summary(metrics)}
+    if options["synthetic"] and "train_pred" in ctx.inputs:
+        from stages.reference_goals import check_goals, format_goals
+
+        goals = check_goals(metrics, ctx.inputs["train_pred"]["outputs"].get("position_check"))
+        print("\n".join(f"[evaluate] {line}" for line in format_goals(goals).splitlines()))
+        outputs["goals"] = [dataclasses.asdict(goal) for goal in goals]
+    return outputs
 
 
 def real_shards_of(shard: dict, split: str) -> list[str]:
@@ -100,6 +109,7 @@ def evaluate_jobs(
     device: torch.device,
     i3d_sha256: str | None = None,
     trust_i3d: bool = False,
+    fvd_every: int = 1,
 ) -> dict:
     """Every figure of the evaluation, as plain JSON-ready data (no Ray, no MLflow)."""
     from data_prep.video_folder import FirstClips
@@ -138,7 +148,13 @@ def evaluate_jobs(
         metrics["real_synthetic"] = real_reference(iter(clips), window=window)
     for name, paths in jobs.items():
         curve = windowed_fvd(
-            model, _video_windows(paths, window), real, window=window, batch_size=batch_size, progress=True
+            model,
+            _video_windows(paths, window),
+            real,
+            window=window,
+            batch_size=batch_size,
+            progress=True,
+            every=fvd_every,
         )
         result = {"videos": len(paths), "fvd_curve": curve, "fvd16": curve[0] if curve else None}
         if synthetic:
@@ -331,6 +347,7 @@ STAGE = Stage(
     name="evaluate",
     run=run,
     sections=("evaluate",),
-    inputs=("sample", "shard"),
+    # train_pred: its position check is one of the reference run's goals (stages.reference_goals).
+    inputs=("sample", "shard", "train_pred"),
     description="FVD/KVD over time with the real I3D, real-vs-real floor, synthetic-motion metrics",
 )

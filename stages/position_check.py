@@ -40,6 +40,7 @@ from data_prep.position_check import (
     still_frame,
     true_continuation,
 )
+from lvdm.autoencoder import Normalisation, denormalise, normalise
 from lvdm.continuation import continue_latents, decode_still
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
@@ -81,8 +82,8 @@ def position_check(
     clips: list[tuple[dict, np.ndarray]],
     schedule: NoiseSchedule,
     *,
-    scale: float,
-    shift: float,
+    scale: Normalisation,
+    shift: Normalisation,
     cond_frames: int,
     clip_latents: int,
     latent_stride: int,
@@ -95,13 +96,15 @@ def position_check(
 ) -> dict:
     """Every row of the module docstring, pooled over `clips`, per offset.
 
-    `latent_stride`: the stride the prediction model was trained at; `stride`, if given, the
-    one to sample at (a stride-conditioned model; None: `latent_stride`). `clip_latents`: the
+    `latent_stride`: the stride the prediction model was trained at (its keys); `stride`, if
+    given, the one to sample at (None: `latent_stride`), told to the network where it has a
+    stride embedding (`UNet3D.config.max_stride` > 0). `clip_latents`: the
     prediction model's window; `unconditional_latents`: the unconditional model's;
     `encode_window`: frames per encode, as the latent cache (data.frames).
     """
     ft = autoencoder.config.ft
     step = stride or latent_stride
+    told = step if getattr(getattr(prediction, "config", None), "max_stride", 0) > 0 else None
     given = ((cond_frames - 1) * step + 1) * ft
     last_given = given - 1
     clips = [(meta, frames) for meta, frames in clips if len(frames) > given]
@@ -116,11 +119,11 @@ def position_check(
         padded = -(-len(frames) // encode_window) * encode_window
         frames = np.concatenate([frames, np.repeat(frames[-1:], padded - len(frames), axis=0)])
         latents = encode_sequence(autoencoder, torch.from_numpy(frames_to_model_range(frames)), encode_window)
-        return (latents[:, ::step] + shift) * scale
+        return normalise(latents[:, ::step], scale, shift)
 
     def decode_keys(latents: torch.Tensor) -> np.ndarray:
         """Normalised keys `(b c n h w)` -> uint8 frames `(b t h w c)` at `key_times`."""
-        raw = latents / scale - shift
+        raw = denormalise(latents, scale, shift)
         video = autoencoder.decode(raw) if step == 1 else decode_still(autoencoder, raw, encode_window // ft)
         return to_uint8_frames(video).numpy()
 
@@ -145,6 +148,7 @@ def position_check(
             latents=keys,
             sampling=dataclasses.replace(sampling, noise_level=noise_level),
             generator=torch.Generator().manual_seed(seed),
+            stride=told,
         )
         results[row] = score(list(decode_keys(latents)[:, after]), continuation_times)
 
@@ -162,9 +166,10 @@ def position_check(
             sampler=sampling.sampler,
             steps=sampling.steps,
             eta=sampling.eta,
+            ddim_last_step=sampling.ddim_last_step,
             generator=torch.Generator().manual_seed(seed),
         )
-        frames = to_uint8_frames(autoencoder.decode(free / scale - shift)).numpy()
+        frames = to_uint8_frames(autoencoder.decode(denormalise(free, scale, shift))).numpy()
         frames = rearrange(frames, "(b m) t h w c -> b (m t) h w c", m=per_clip)[:, :needed]
         results["unconditional_model"] = score(list(frames), None)
     results["still_frame"] = score([still_frame(f[:given], target - last_given) for _, f in clips], None)

@@ -89,6 +89,9 @@ def run_position_check(ctx: StageContext, section, pred_file: str, uncond_file: 
             sampling=SamplingSettings(
                 **{f.name: getattr(config.sampling, f.name) for f in dataclasses.fields(SamplingSettings)}
             ),
+            # A stride-aware model is checked at the data's pace: consecutive latents, decoded as
+            # one video; the release's keys-only model at its keys' stride.
+            stride=1 if task(section).strides else None,
         )
     finally:
         torch.set_num_threads(threads)

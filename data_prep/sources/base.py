@@ -39,6 +39,7 @@ from pyarrow import fs as pafs
 from data_prep import storage
 from data_prep.decode import DecodeBudget, DecodedVideo, decode_video
 from data_prep.skip import SkipSample
+from data_prep.sources.shapes import render
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -293,8 +294,6 @@ def load_frames(
     """
     budget = budget or DecodeBudget()
     if video.kind == "synthetic":
-        from data_prep.sources.synthetic import render  # synthetic imports this module
-
         frames = render(video.meta)
         return _select(frames, indices, float(video.meta["fps"]), video.key)
     location = video.path

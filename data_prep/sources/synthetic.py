@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.sources.base import SPLITS, Discovery, SourceVideo, check_splits, finish
+from data_prep.sources.shapes import render as render  # drawn a layer down: `load_frames` needs it
 
 PALETTE = (
     (230, 25, 75),
@@ -103,20 +104,3 @@ def simulate(rng: np.random.Generator, num_frames: int, resolution: int, max_sha
         for h, c in zip(half, colours, strict=True)
     ]
     return {"shapes": shapes, "positions": positions, "velocities": velocities}
-
-
-def render(meta: dict) -> np.ndarray:
-    """Frames `(t h w c)` uint8 of one synthetic sample, from its meta alone."""
-    size = int(meta["resolution"])
-    centres = np.arange(size) + 0.5
-    ys, xs = np.meshgrid(centres, centres, indexing="ij")  # (h w) pixel centres
-    frames = np.zeros((len(meta["positions"]), size, size, 3), dtype=np.uint8)
-    for frame, frame_positions in zip(frames, meta["positions"], strict=True):
-        for shape, (x, y) in zip(meta["shapes"], frame_positions, strict=True):
-            half = shape["half_size"]
-            if shape["shape"] == "circle":
-                inside = (xs - x) ** 2 + (ys - y) ** 2 <= half**2
-            else:
-                inside = np.maximum(np.abs(xs - x), np.abs(ys - y)) <= half
-            frame[inside] = shape["colour"]
-    return frames

@@ -1,8 +1,9 @@
 """Where converted pretrained weights live, and the one error a missing file raises.
 
 The cache is a flat folder of safetensors files written by `lvdm weights fetch`
-(`lvdm.pretrained.fetch`). Loading code (`load_i3d`, `load_lpips`) only ever reads from here or
-from an explicit path, so a model can never trigger a download behind the user's back.
+(`lvdm.pretrained.fetch`), named and pinned in `lvdm.pretrained.pins`. Loading code (`load_i3d`,
+`load_lpips`) only ever reads from here or from an explicit path, so a model can never trigger a
+download behind the user's back.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lvdm.pretrained.pins import ARCHIVES, LAYOUT_VERSION
+from lvdm.pretrained.pins import I3D_FILE as I3D_FILE  # the loaders' names for the cache files
+from lvdm.pretrained.pins import LPIPS_FILES as LPIPS_FILES
+
 DEFAULT_HOME = "~/.cache/lvdm"
 HOME_ENV = "LVDM_HOME"
 
-# File names in the cache; `fetch.py` writes them, the loaders read them.
-I3D_FILE = "i3d-kinetics-400.safetensors"
-LPIPS_FILES = {"vgg": "lpips-vgg16.safetensors", "alex": "lpips-alexnet.safetensors"}
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -82,8 +84,6 @@ def _read_metadata(file: Path) -> dict[str, str]:
 def _verify_cached(file: Path) -> None:
     """A cache file must be the one `lvdm weights fetch` converted from the pinned checkpoint
     (its metadata records that checkpoint's sha256 and the converter's layout version)."""
-    from lvdm.pretrained.fetch import ARCHIVES, LAYOUT_VERSION  # fetch imports this module
-
     meta = _read_metadata(file)
     pinned = next((c.sha256 for a in ARCHIVES for c in a.checkpoints if c.output == file.name), None)
     if pinned is not None and (meta.get("sha256"), meta.get("layout")) != (pinned, LAYOUT_VERSION):

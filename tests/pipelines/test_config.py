@@ -137,15 +137,13 @@ def test_cross_field_checks_cover_only_the_stages_a_pipeline_runs():
 def test_set_through_a_yaml_alias_changes_only_the_section_named():
     # demo.yaml: `train: &diffusion_train` under train_uncond, `train: *diffusion_train` under
     # train_pred and train_interp; one --set must not train all three for 1,500 steps.
+    sections = ("train_uncond", "train_pred", "train_interp")
+    shipped = load_pipeline(PIPELINES / "demo.yaml")
+    steps, lr = shipped.train_uncond.train.steps, shipped.train_uncond.train.lr
+    assert all(shipped.section(s).train.steps == steps for s in sections), "demo.yaml shares one anchor"
     config = load_pipeline(PIPELINES / "demo.yaml", ["train_uncond.train.steps=1500"])
-    assert config.train_uncond.train.steps == 1500
-    assert config.train_pred.train.steps == config.train_interp.train.steps == 300
     recorded = yaml.safe_load(to_yaml(config))  # the run's config.yaml: what each stage used
-    assert [recorded[s]["train"]["steps"] for s in ("train_uncond", "train_pred", "train_interp")] == [
-        1500,
-        300,
-        300,
-    ]
+    assert [config.section(s).train.steps for s in sections] == [1500, steps, steps]
+    assert [recorded[s]["train"]["steps"] for s in sections] == [1500, steps, steps]
     pred = load_pipeline(PIPELINES / "demo.yaml", ["train_pred.train.lr=0.1"])
-    lrs = (pred.train_uncond.train.lr, pred.train_pred.train.lr, pred.train_interp.train.lr)
-    assert lrs == (5e-4, 0.1, 5e-4)
+    assert [pred.section(s).train.lr for s in sections] == [lr, 0.1, lr]

@@ -4,6 +4,7 @@ boto3). The demo runs through cache_latents on it, is SIGKILLed mid-training and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,12 +113,15 @@ def test_demo_through_cache_latents_on_s3_survives_a_kill(s3, tmp_path):
         start_new_session=True,
     )
     deadline = time.time() + 400
-    while not _registered_steps(workdir):
-        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.time() < deadline, "no Ray Train checkpoint was registered on the store"
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray cluster and the training workers
-    proc.wait()
+    try:
+        while not _registered_steps(workdir):
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "no Ray Train checkpoint was registered on the store"
+            time.sleep(0.5)
+    finally:  # also when the wait fails: a run left behind would load the next tests' cores
+        with contextlib.suppress(ProcessLookupError):  # the group is gone if the run died by itself
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray cluster and the training workers
+        proc.wait()
     killed_at = time.time()
     registered = _registered_steps(workdir)  # as the kill left them: the resume must miss none
 

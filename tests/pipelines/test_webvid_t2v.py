@@ -18,3 +18,20 @@ def test_webvid_t2v_needs_a_stable_diffusion_folder() -> None:
     assert config.t2v.caption_dropout == 0.1 and config.t2v.guidance_scale == 15.0
     unet = config.diffusion.unet
     assert (unet.context_dim, unet.temporal_transformer, unet.use_scale_shift_norm) == (768, True, False)
+
+
+def test_training_settings_do_not_re_encode_the_dataset() -> None:
+    """cache_t2v_latents hashes the VAE folder alone: a longer training run reuses its latents."""
+    from stages.contract import cache_key
+    from stages.registry import STAGES
+
+    base = ["data.root=/data/webvid", "t2v.stable_diffusion=/sd"]
+    short, longer, other_vae = (
+        load_pipeline(PIPELINES / "webvid_t2v.yaml", base + extra)
+        for extra in ([], ["t2v.train.steps=5"], ["t2v.stable_diffusion=/other-sd"])
+    )
+    key = {
+        name: cache_key(STAGES["cache_t2v_latents"], config, {"shard": "k"})
+        for name, config in (("short", short), ("longer", longer), ("other", other_vae))
+    }
+    assert key["short"] == key["longer"] != key["other"]

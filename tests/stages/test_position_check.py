@@ -12,7 +12,6 @@ import torch
 
 from data_prep.position_check import pool_position_errors, position_errors, still_frame
 from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder
-from lvdm.continuation import continue_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.long_video import SamplingSettings
 from lvdm.unet import UNet3D
@@ -37,12 +36,6 @@ def models():
     unconditional = UNet3D(in_channels=4, out_channels=4, **UNET).eval()
     autoencoder = VideoAutoencoder(AutoencoderConfig(hidden=8, fs=4, ft=2, norm_groups=8)).eval()
     return prediction, unconditional, autoencoder
-
-
-def test_continuations_keep_the_given_latents_and_reach_the_length(models):
-    given = torch.randn(2, 4, 1, 8, 8)
-    out = continue_latents(models[0], given, NoiseSchedule.linear(), clip=3, latents=6, sampling=SAMPLING)
-    assert out.shape == (2, 4, 6, 8, 8) and torch.equal(out[:, :, :1], given)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,228 @@
+"""What the small models need to generate videos that look like the data (issue 21).
+
+Trains the demo's unconditional UNet in-process (no Ray) on synthetic latents from a trained
+demo autoencoder, samples 16-frame clips, decodes them and prints, against real clips of the
+test split: pixel coverage of shapes (fraction of pixels with a channel above 64) and mean
+absolute frame-to-frame change as ratios to real, and each latent channel's sampled mean and
+std against the data's. Every row of the README's "What stopped the small models" table is one
+call of this script, e.g.
+
+    lvdm run --until cache_latents --workdir W          # a demo autoencoder
+    python benchmarks/bench_generation_quality.py --autoencoder W/stages/train_autoencoder-*/autoencoder.pt \
+        --videos 512 --steps 1500 --lr 1e-3 --normalisation channel --sample-steps 10,20
+
+`--task pred` trains the prediction model instead (first `--cond` latents given with p = 0.5,
+windows at the `--strides` given, told the stride) and prints the held-out continuation latent
+MSE at each stride against a still frame (`lvdm.prediction_check.continuation_errors`).
+One thread by default: run it beside other work with `chrt -r 1` for stable step times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from data_prep.sources.synthetic import render, simulate
+from lvdm.autoencoder import denormalise, latent_normalisation, normalise
+from lvdm.diffusion.masks import prediction_mask
+from lvdm.diffusion.sampling import sample_latents
+from lvdm.diffusion.schedule import NoiseSchedule
+from lvdm.diffusion.strides import window_span
+from lvdm.diffusion_training import DiffusionTrainer
+from lvdm.prediction_check import continuation_errors
+from lvdm.unet import UNet3D
+from stages.autoencoder_file import load_autoencoder
+
+FRAMES, RESOLUTION, CLIP = 24, 32, 8  # the demo's videos and autoencoder clips
+
+
+def synthetic_videos(count: int, split: int) -> np.ndarray:
+    """`n t h w c` uint8: the demo source's videos `(seed 0, split, index)`."""
+    return np.stack(
+        [
+            render(
+                {"resolution": RESOLUTION}
+                | simulate(np.random.default_rng([0, split, i]), FRAMES, RESOLUTION, 3)
+            )
+            for i in range(count)
+        ]
+    )
+
+
+@torch.no_grad()
+def encode(autoencoder, videos: np.ndarray) -> torch.Tensor:
+    """Posterior means `n c l h w` of whole videos, clip by clip (as cache_latents stores them)."""
+    x = torch.from_numpy(videos).float().div(127.5).sub(1)
+    x = rearrange(x, "n t h w c -> n c t h w")
+    return torch.cat(
+        [autoencoder.encode(x[:, :, s : s + CLIP]).mode() for s in range(0, FRAMES, CLIP)], dim=2
+    )
+
+
+@torch.no_grad()
+def decode(autoencoder, latents: torch.Tensor) -> np.ndarray:
+    latent_clip = CLIP // autoencoder.config.ft
+    parts = [
+        autoencoder.decode(latents[:, :, s : s + latent_clip])
+        for s in range(0, latents.shape[2], latent_clip)
+    ]
+    video = torch.cat(parts, dim=2).clamp(-1, 1)
+    return ((rearrange(video, "b c t h w -> b t h w c") + 1) * 127.5).round().byte().numpy()
+
+
+def appearance(frames: np.ndarray) -> dict[str, float]:
+    values = frames.astype(np.float32)
+    return {
+        "coverage": float((values.max(-1) > 64).mean()),
+        "change": float(np.abs(np.diff(values, axis=1)).mean()),
+    }
+
+
+def windows_at(latents: torch.Tensor, frames: int, stride: int, count: int) -> torch.Tensor:
+    span = window_span(frames, stride)
+    starts = [(i * 5) % (latents.shape[2] - span + 1) for i in range(count)]
+    return torch.stack([latents[i % len(latents), :, s : s + span : stride] for i, s in enumerate(starts)])
+
+
+def train(args, network: UNet3D, latents: torch.Tensor, **trainer_options) -> DiffusionTrainer:
+    trainer = DiffusionTrainer(
+        network,
+        NoiseSchedule.linear(),
+        lr=args.lr,
+        ema_decay=args.ema,
+        loss_type="l2",
+        autocast_dtype=None if args.fp32 else torch.bfloat16,
+        **trainer_options,
+    )
+    generator = torch.Generator().manual_seed(1)
+    span = trainer_options.get("frames", 4)
+    if trainer_options.get("strides"):
+        span = window_span(span, max(trainer_options["strides"]))
+    started = time.perf_counter()
+    for step in range(args.steps):
+        video = torch.randint(0, len(latents), (args.batch,), generator=generator)
+        start = torch.randint(0, latents.shape[2] - span + 1, (args.batch,), generator=generator)
+        batch = torch.stack(
+            [latents[v, :, s : s + span] for v, s in zip(video.tolist(), start.tolist(), strict=True)]
+        )
+        loss = trainer.step(batch)["loss"]
+        if (step + 1) % 500 == 0:
+            seconds = (time.perf_counter() - started) / (step + 1)
+            print(f"step {step + 1}: loss {loss:.4f}, {seconds:.3f} s/step", flush=True)
+    return trainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--autoencoder", required=True, help="a demo autoencoder.pt")
+    parser.add_argument("--task", choices=["uncond", "pred"], default="uncond")
+    parser.add_argument("--videos", type=int, default=32, help="distinct training videos (the demo had 32)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument("--width", type=int, default=32, help="model_channels")
+    parser.add_argument("--attention", default="2", help="attention_resolutions, e.g. 1,2")
+    parser.add_argument("--normalisation", choices=["scalar", "channel"], default="scalar")
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    parser.add_argument("--sample-steps", default="20", help="DDIM steps, comma-separated")
+    parser.add_argument("--eta", type=float, default=1.0)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--cond", type=int, default=1, help="pred: latents given")
+    parser.add_argument(
+        "--strides", default="1,2", help="pred: strides trained on (one: no stride embedding)"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    autoencoder, meta = load_autoencoder(args.autoencoder)
+    train_latents = encode(autoencoder, synthetic_videos(args.videos, split=0))
+    test_latents = encode(autoencoder, synthetic_videos(64, split=1))
+    if args.normalisation == "channel":
+        scale, shift = latent_normalisation(train_latents, per_channel=True)
+    else:
+        scale, shift = meta["scale"], meta["shift"]
+        scale, shift = (float(v) if isinstance(v, int | float) else float(np.mean(v)) for v in (scale, shift))
+    data, heldout = normalise(train_latents, scale, shift), normalise(test_latents, scale, shift)
+    result: dict = {
+        "args": vars(args),
+        "data_mean": per_channel(data, "mean"),
+        "data_std": per_channel(data, "std"),
+    }
+    unet = dict(
+        model_channels=args.width,
+        channel_mult=[1, 2],
+        num_res_blocks=1,
+        attention_resolutions=[int(a) for a in args.attention.split(",")],
+        num_heads=4,
+        temporal_length=4,
+        norm_groups=8,
+    )
+    if args.task == "uncond":
+        trainer = train(args, UNet3D(in_channels=4, out_channels=4, **unet), data)
+        model = trainer.ema.model.eval()
+        real = appearance(synthetic_videos(64, split=1)[: args.samples, :8])
+        result["real"] = real
+        for steps in (int(s) for s in args.sample_steps.split(",")):
+            sample = sample_latents(
+                model,
+                (args.samples, 4, 4, 16, 16),
+                trainer.schedule,
+                steps=steps,
+                eta=args.eta,
+                generator=torch.Generator().manual_seed(7),
+            )
+            fake = appearance(decode(autoencoder, denormalise(sample, scale, shift)))
+            result[f"ddim{steps}"] = {
+                "coverage_ratio": fake["coverage"] / real["coverage"],
+                "change_ratio": fake["change"] / real["change"],
+                "sample_mean": per_channel(sample, "mean"),
+                "sample_std": per_channel(sample, "std"),
+            }
+    else:
+        strides = [int(s) for s in args.strides.split(",")]
+        network = UNet3D(
+            in_channels=5,
+            out_channels=4,
+            max_noise_level=250,
+            max_stride=max(strides) if len(strides) > 1 else 0,
+            **unet,
+        )
+        mask = lambda b, f, g: prediction_mask(b, f, k=args.cond, p=0.5, generator=g)  # noqa: E731
+        if len(strides) > 1:
+            trainer = train(
+                args, network, data, mask_sampler=mask, max_noise_level=250, strides=strides, frames=4
+            )
+        else:
+            data = data[:, :, :: strides[0]]
+            trainer = train(args, network, data, mask_sampler=mask, max_noise_level=250)
+        for stride in strides:
+            clips = windows_at(heldout, 4, stride, 32)
+            errors = continuation_errors(
+                trainer.ema.model.eval(),
+                None,
+                clips,
+                trainer.schedule,
+                cond_frames=args.cond,
+                steps=int(args.sample_steps.split(",")[0]),
+                eta=args.eta,
+                stride=stride if len(strides) > 1 else None,
+            )
+            result[f"stride{stride}"] = {k: round(v, 4) for k, v in errors.items()}
+    print(json.dumps(result), flush=True)
+
+
+def per_channel(latents: torch.Tensor, statistic: str) -> list[float]:
+    values = rearrange(latents, "b c t h w -> c (b t h w)")
+    return [round(v, 3) for v in getattr(values, statistic)(dim=1).tolist()]
+
+
+if __name__ == "__main__":
+    main()
