@@ -34,6 +34,8 @@ from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.diffusion.strides import window_span
 from lvdm.diffusion_training import DiffusionTrainer
+from lvdm.latent_stats import WindowedLatentStats
+from lvdm.long_video import SamplingSettings, autoregressive_latents
 from lvdm.prediction_check import continuation_errors
 from lvdm.unet import UNet3D
 from stages.autoencoder_file import load_autoencoder
@@ -137,6 +139,12 @@ def main() -> None:
     parser.add_argument(
         "--strides", default="1,2", help="pred: strides trained on (one: no stride embedding)"
     )
+    parser.add_argument(
+        "--rollout",
+        default="",
+        help="pred: autoregressive rollouts of 64 latents after training, one per setting "
+        "'s:w:steps:eta:last;...', e.g. '100:0.1:10:1:release;100:0.1:10:0:x0'",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -216,7 +224,37 @@ def main() -> None:
                 stride=stride if len(strides) > 1 else None,
             )
             result[f"stride{stride}"] = {k: round(v, 4) for k, v in errors.items()}
+        for setting in filter(None, args.rollout.split(";")):
+            result[f"rollout {setting}"] = rollout(trainer.ema.model.eval(), trainer.schedule, setting)
     print(json.dumps(result), flush=True)
+
+
+def rollout(model: UNet3D, schedule: NoiseSchedule, setting: str) -> list[list[float]]:
+    """Per window of 8 latents (16 frames) of 8 autoregressive videos of 64 latents: the mean
+    over channels of |channel mean| and of channel std (normalised data: 0 and 1)."""
+    s, w, steps, eta, last = setting.split(":")
+    sampling = SamplingSettings(
+        steps=int(steps), eta=float(eta), noise_level=int(s), guidance_weight=float(w), ddim_last_step=last
+    )
+    stats = WindowedLatentStats(window=8)
+    chunks = autoregressive_latents(
+        model,
+        schedule,
+        videos=8,
+        latents=64,
+        latent_shape=(4, 16, 16),
+        clip=4,
+        cond_frames=1,
+        sampling=sampling,
+        generator=torch.Generator().manual_seed(0),
+        stride=1,
+    )
+    for chunk in chunks:
+        stats.add(chunk)
+    return [
+        [round(float(np.mean(np.abs(window["mean"]))), 2), round(float(np.mean(window["std"])), 2)]
+        for window in stats.windows()
+    ]
 
 
 def per_channel(latents: torch.Tensor, statistic: str) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -47,21 +48,27 @@ def test_a_file_over_the_stored_size_budget_is_skipped_unread(tmp_path):
 
 
 # In a fresh process: PyAV's frames live in buffers tracemalloc does not see, so the peak
-# resident size is the honest measure (and a test process's own peak would hide this one's).
+# resident size is the honest measure, and the test process's own peak would hide this one's.
 HELD = """
-import resource, sys
 from data_prep.decode import decode_video
 from tests.fixtures.hostile import long_hd_mp4
+
+def peak_kib():  # this process's own high-water mark (ru_maxrss would start at the parent's)
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+
 data = long_hd_mp4(frames=60)  # 373 MB as RGB
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 decoded = decode_video(data, indices=[3, 7], backend="pyav")
 assert decoded.frames.shape == (2, 1080, 1920, 3) and decoded.num_frames == 60, decoded.frames.shape
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+print((peak_kib() - before) // 1024)
 """
 
 
 def test_only_the_frames_a_clip_needs_are_held():
-    done = subprocess.run([sys.executable, "-c", HELD], cwd=REPO, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's code, whatever the session set
+    done = subprocess.run(
+        [sys.executable, "-c", HELD], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     grown_mib = int(done.stdout.split()[-1])
     assert grown_mib < 120, f"decoding 2 of 60 HD frames grew the process by {grown_mib} MiB"

@@ -24,7 +24,7 @@ class _BasicAuthServer:
 
     def __init__(self) -> None:
         self.seen: list[str | None] = []
-        expected = "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()
+        self.expected = expected = "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,13 +56,14 @@ def auth_server() -> Iterator[_BasicAuthServer]:
 def test_the_mlflow_probe_sends_uri_credentials_as_basic_auth(auth_server, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     _check_tracking_server(f"http://alice:{QUOTED}@{auth_server.host}")
-    assert auth_server.seen[-1].startswith("Basic ")
+    assert auth_server.seen == [auth_server.expected]
 
 
 def test_the_mlflow_probe_reads_mlflows_own_credential_variables(auth_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
     _check_tracking_server(f"http://{auth_server.host}")
+    assert auth_server.seen == [auth_server.expected]
 
 
 def test_refused_credentials_are_named_by_their_variables_and_never_shown(auth_server, monkeypatch):

@@ -112,7 +112,7 @@ def test_demo_through_cache_latents_on_s3_survives_a_kill(s3, tmp_path):
         env=env,
         start_new_session=True,
     )
-    deadline = time.time() + 400
+    deadline = time.time() + 900  # 400 s ran out twice here under a load average of 80-200
     try:
         while not _registered_steps(workdir):
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -149,7 +149,9 @@ def test_demo_through_cache_latents_on_s3_survives_a_kill(s3, tmp_path):
     assert "[shard] cached" in resumed.stdout
     train = storage.read_json(storage.join(stages["train_autoencoder"], "manifest.json"))["outputs"]
     assert train["steps"] == 40 and train["resumed_from_step"] >= 4, "training resumed from its checkpoint"
-    assert train["resumed_from_step"] == max(registered), f"registered {registered}: resumed from the newest"
+    # Not `==`: a worker of the killed run's Ray cluster may still register a newer one after the
+    # snapshot was read here (seen: registered [4], resumed from 8).
+    assert train["resumed_from_step"] >= max(registered), f"registered {registered}: one was missed"
     assert storage.is_file(storage.join(stages["train_autoencoder"], "autoencoder.pt"))
 
     stages = {n.split("-")[0]: f"{workdir}/stages/{n}" for n in storage.listdir(f"{workdir}/stages")}

@@ -114,7 +114,7 @@ def test_the_demo_trains_across_two_nodes_on_s3_with_an_mlflow_server(s3, tmp_pa
                 assert any(f"/stages/{stage}-" in f and f.endswith("/trainer.pt") for f in files), stage
             client = MlflowClient(server.url)
             runs = {
-                r.info.run_name: r
+                r.data.tags.get("lvdm.stage"): r
                 for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
             }
             for stage in ("train_autoencoder", "train_uncond"):
