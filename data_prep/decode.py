@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pyarrow import fs as pafs
 
 from data_prep import storage
 from data_prep.skip import SkipSample
@@ -105,11 +106,10 @@ def decode_video(
         src = storage.read_bytes(src)
     chosen = _pick(backend)
     try:
-        if budget is not None:
-            _check_header(src, indices, budget, name)
+        size_of_frames = _check_header(src, indices, budget, name) if budget is not None else None
         if chosen == "decord":
             try:
-                return _decode_decord(src, indices, name)
+                return _decode_decord(src, indices, name, budget, size_of_frames)
             except SkipSample:
                 raise
             except Exception:
@@ -128,22 +128,30 @@ def _stored_size(src: VideoSource) -> int:
     if isinstance(src, bytes):
         return len(src)
     filesystem, path = storage.resolve(src)
-    return filesystem.get_file_info(path).size or 0
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise SkipSample(f"{src}: no such file (moved or deleted after it was listed)")
+    return info.size or 0
 
 
-def _check_header(src: VideoSource, indices: Sequence[int] | None, budget: DecodeBudget, name: str) -> None:
-    """The budget against what the container says (width, height, frame count), nothing decoded."""
+def _check_header(
+    src: VideoSource, indices: Sequence[int] | None, budget: DecodeBudget, name: str
+) -> tuple[int, int]:
+    """The budget against what the container says (width, height, frame count), nothing decoded;
+    returns (width, height) for the decoders' own checks (a header may not state the count)."""
     import av
 
     with av.open(io.BytesIO(src) if isinstance(src, bytes) else str(src)) as container:
         if not container.streams.video:
-            return  # the decoder says so
+            return 0, 0  # the decoder says so
         stream = container.streams.video[0]
         frames = stream.frames
         if not frames and stream.duration and stream.time_base and stream.average_rate:
             frames = int(stream.duration * stream.time_base * stream.average_rate)
         needed = len(indices) if indices is not None else max(frames, 1)
-        budget.check_pixels(stream.codec_context.width, stream.codec_context.height, needed, name)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        budget.check_pixels(width, height, needed, name)
+        return width, height
 
 
 def _pick(backend: str) -> str:
@@ -164,7 +172,13 @@ def _check_indices(indices: Sequence[int], num_frames: int, name: str) -> None:
         raise SkipSample(f"{name}: frame indices {bad[:3]} outside a video of {num_frames} frames")
 
 
-def _decode_decord(src: VideoSource, indices: Sequence[int] | None, name: str) -> DecodedVideo:
+def _decode_decord(
+    src: VideoSource,
+    indices: Sequence[int] | None,
+    name: str,
+    budget: DecodeBudget | None = None,
+    size: tuple[int, int] | None = None,
+) -> DecodedVideo:
     handle = io.BytesIO(src) if isinstance(src, bytes) else str(src)
     reader = decord.VideoReader(handle, ctx=decord.cpu(0), num_threads=1)
     num_frames = len(reader)
@@ -172,6 +186,8 @@ def _decode_decord(src: VideoSource, indices: Sequence[int] | None, name: str) -
         raise SkipSample(f"{name}: no video frames")
     wanted = list(range(num_frames)) if indices is None else list(indices)
     _check_indices(wanted, num_frames, name)
+    if budget is not None and size is not None:  # decord's own count, where the header had none
+        budget.check_pixels(*size, len(wanted), name)
     frames = reader.get_batch(wanted).asnumpy()
     return DecodedVideo(frames=frames, fps=float(reader.get_avg_fps()), num_frames=num_frames)
 
@@ -183,7 +199,7 @@ def _decode_pyav(
 
     wanted = None if indices is None else set(indices)
     kept: dict[int, np.ndarray] = {}
-    decoded_pixels = count = 0
+    decoded = count = 0
     handle = io.BytesIO(src) if isinstance(src, bytes) else str(src)
     with av.open(handle) as container:
         if not container.streams.video:
@@ -194,8 +210,8 @@ def _decode_pyav(
         # the frames asked for. Frames are counted to the end: `num_frames` is the video's length.
         for count, frame in enumerate(container.decode(stream), start=1):
             if budget is not None and (wanted is None or count - 1 in wanted):
-                decoded_pixels += 1
-                budget.check_pixels(frame.width, frame.height, decoded_pixels, name)  # a lying header
+                decoded += 1
+                budget.check_pixels(frame.width, frame.height, decoded, name)  # a header can lie
             if wanted is None or count - 1 in wanted:
                 kept[count - 1] = frame.to_ndarray(format="rgb24")
     if not count:

@@ -436,6 +436,11 @@ class SampleSection(Section):
         16, ge=1, description="clips per sampler call (memory bound)"
     )
     decode_window: int = Field(8, ge=1, description="latents decoded per window (plus overlap)")
+    precision: Literal["fp32", "auto", "bf16"] = Field(
+        "fp32",
+        description="autocast while sampling: auto = bf16 where the GPU or CPU computes it natively "
+        "(1.8x faster per UNet forward on an AVX512-BF16 CPU); fp32 by default, as the release samples",
+    )
     use_gpu: Annotated[bool, EXECUTION] = Field(False, description="one GPU per sampling task")
 
 

@@ -29,6 +29,7 @@ from data_prep import storage
 from data_prep.chunks import RECORDS, is_complete, read_record, record_path
 from data_prep.encode import write_mp4_streams
 from lvdm.long_video import LongVideoModels, LongVideoPlan, SamplingSettings
+from lvdm.precision import autocast, autocast_dtype
 from stages import tracking
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
@@ -77,6 +78,7 @@ def run(ctx: StageContext) -> dict:
                 "fps": section.fps,
                 "columns": section.contact_columns,
                 "seed": section.seed,
+                "precision": section.precision,
             },
         ): job_name(name, strategy)
         for name, strategy in pending
@@ -183,6 +185,7 @@ def sample_job(
     seed: int,
     device: torch.device,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """Generate one job's videos and contact sheet into the local folder `out_dir`, then write
     its record (plain, no Ray; the task publishes the folder to an object-store workdir)."""
@@ -208,7 +211,8 @@ def sample_job(
     steps = contact_steps(plan["frames"], columns)
     sheet_frames: dict[int, np.ndarray] = {}
     paths = [out_dir / "videos" / setting / strategy / f"video-{i:03d}.mp4" for i in range(videos)]
-    write_mp4_streams(paths, _keep_frames(chunks, steps, sheet_frames), fps=fps)
+    with autocast(device, autocast_dtype(precision, device)):  # the chunks are generated as written
+        write_mp4_streams(paths, _keep_frames(chunks, steps, sheet_frames), fps=fps)
     seconds = time.perf_counter() - started
     sheet = out_dir / "contact_sheets" / f"{name}.png"
     write_contact_sheet(sheet, [sheet_frames[s] for s in steps])

@@ -35,7 +35,7 @@ def test_a_small_file_of_600_hd_frames_is_skipped_from_its_header_before_decodin
 def test_a_header_without_a_frame_count_is_caught_while_decoding():
     raw = long_hd_mp4(frames=40, width=640, height=480, container="h264")  # no count in the header
     with pytest.raises(SkipSample, match=r"over the decode budget of 3,000,000"):
-        decode_video(raw, budget=DecodeBudget(pixels=3_000_000), backend="pyav")
+        decode_video(raw, budget=DecodeBudget(pixels=3_000_000), backend="pyav")  # decord reads no raw h264
 
 
 def test_a_file_over_the_stored_size_budget_is_skipped_unread(tmp_path):

@@ -127,7 +127,7 @@ def test_every_train_section_marks_the_same_execution_settings():
                 yield from sections(annotation)
 
     found = list(sections(PipelineConfig))
-    assert len(found) == 4
+    assert len(found) == 5  # autoencoder, train_uncond, train_pred, train_interp, t2v
     for section in found:
         hashed = set(section().hashed())
         assert not hashed & expected and set(section.model_fields) - hashed == expected, section
