@@ -186,16 +186,11 @@ def _train_loop(cfg: dict) -> None:
     def loader(segment: int, batches: int):
         from data_prep.loader import latent_window_loader
 
-        # Stride-aware: whole spans of consecutive latents; the trainer cuts each example's
-        # window at its own stride (`lvdm.diffusion.strides`).
-        frames, stride = (
-            (window_span(task.frames, max(task.strides)), 1)
-            if task.strides
-            else (
-                task.frames,
-                task.latent_stride,
-            )
-        )
+        frames, stride = task.frames, task.latent_stride
+        if task.strides:
+            # Whole spans of consecutive latents: the trainer cuts each example's window at
+            # its own stride (`lvdm.diffusion.strides`).
+            frames, stride = window_span(task.frames, max(task.strides)), 1
         return latent_window_loader(
             cfg["train_shards"],
             frames=frames,
