@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from lvdm.autoencoder import Normalisation, VideoAutoencoder, denormalise
 from lvdm.diffusion.masks import frames_mask
-from lvdm.diffusion.sampling import SamplerName, model_takes_noise_level, sample_latents
+from lvdm.diffusion.sampling import SamplerName, model_takes_noise_level, model_takes_stride, sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.latent_sequence import decode_stream, decoder_context
 
@@ -139,7 +139,7 @@ def autoregressive_latents(
     if first_model is not None and _is_conditional(first_model):
         raise ValueError("first_model has a mask channel: pass the unconditional network, or None")
     shape = (videos, *latent_shape[:1], clip, *latent_shape[1:])
-    model_stride = stride if takes_stride(prediction_model) else None
+    model_stride = stride if model_takes_stride(prediction_model) else None
     if model_stride is not None and model_stride > 1:
         first_model = None
     return _autoregressive(
@@ -561,11 +561,6 @@ def _sample(
             )
         )
     return torch.cat(parts)
-
-
-def takes_stride(model: Model) -> bool:
-    """Whether `model` has a stride embedding (`UNet3D(max_stride > 0)`), so it can be told its pace."""
-    return getattr(getattr(model, "config", None), "max_stride", 0) > 0
 
 
 def _is_conditional(model: Model) -> bool:

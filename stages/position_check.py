@@ -42,7 +42,7 @@ from data_prep.position_check import (
 )
 from lvdm.autoencoder import Normalisation, denormalise, normalise
 from lvdm.continuation import continue_latents, decode_still
-from lvdm.diffusion.sampling import sample_latents
+from lvdm.diffusion.sampling import model_takes_stride, sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.latent_sequence import encode_sequence
 from lvdm.long_video import SamplingSettings, to_uint8_frames
@@ -104,7 +104,7 @@ def position_check(
     """
     ft = autoencoder.config.ft
     step = stride or latent_stride
-    told = step if getattr(getattr(prediction, "config", None), "max_stride", 0) > 0 else None
+    told = step if model_takes_stride(prediction) else None
     given = ((cond_frames - 1) * step + 1) * ft
     last_given = given - 1
     clips = [(meta, frames) for meta, frames in clips if len(frames) > given]

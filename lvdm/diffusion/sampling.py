@@ -35,6 +35,11 @@ def model_takes_noise_level(model: Callable[..., torch.Tensor]) -> bool:
     return getattr(getattr(model, "config", None), "max_noise_level", 0) > 0
 
 
+def model_takes_stride(model: Callable[..., torch.Tensor]) -> bool:
+    """Whether `model` has a stride embedding (`config.max_stride` > 0), so it can be told its pace."""
+    return getattr(getattr(model, "config", None), "max_stride", 0) > 0
+
+
 def _default_device(model: Callable[..., torch.Tensor], z_cond: torch.Tensor | None) -> torch.device:
     if z_cond is not None:
         return z_cond.device

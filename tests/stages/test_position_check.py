@@ -13,20 +13,10 @@ import torch
 from data_prep.position_check import pool_position_errors, position_errors, still_frame
 from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder
 from lvdm.diffusion.schedule import NoiseSchedule
-from lvdm.long_video import SamplingSettings
 from lvdm.unet import UNet3D
 from pipelines.config import DataConfig
 from stages.position_check import ROWS, describe, flat_metrics, heldout_clips, position_check
-
-UNET = dict(
-    model_channels=8,
-    channel_mult=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(2,),
-    num_heads=2,
-    norm_groups=4,
-)
-SAMPLING = SamplingSettings(steps=2, noise_level=50, guidance_weight=0.1)
+from tests.lvdm.test_continuation import SAMPLING, UNET  # one tiny prediction network for both
 
 
 @pytest.fixture(scope="module")
