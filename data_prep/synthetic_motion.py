@@ -84,6 +84,7 @@ class Detection:
     colour: tuple[float, float, float]  # mean RGB of its pixels
     touching: bool  # within a couple of pixels of another object: maybe occluded
     fragments: int  # further components of its colour that would pass as objects
+    shape: str  # "circle" or "square": how much of its bounding box it fills
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,8 @@ def detect_shapes(
         area = len(rows)
         box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
         # Area to half size: a square of half size r covers 4r² pixels, a circle πr².
-        half = math.sqrt(area) / 2 if area / box > _SQUARE_FILL else math.sqrt(area / math.pi)
+        square = area / box > _SQUARE_FILL
+        half = math.sqrt(area) / 2 if square else math.sqrt(area / math.pi)
         mean = pixels[mask].mean(axis=0)
         detections.append(
             Detection(
@@ -203,6 +205,7 @@ def detect_shapes(
                 colour=(float(mean[0]), float(mean[1]), float(mean[2])),
                 touching=bool(((near >= 0) & (near != index)).any()),
                 fragments=fragments,
+                shape="square" if square else "circle",
             )
         )
     return detections

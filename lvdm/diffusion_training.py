@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lvdm.diffusion.loss import diffusion_loss
+from lvdm.diffusion.parameterisation import model_prediction
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.diffusion.strides import strided_windows
 from lvdm.ema import EMA
@@ -30,7 +31,8 @@ MaskSampler = Callable[[int, int, torch.Generator], Tensor]  # (batch, frames, g
 
 
 class DiffusionTrainer:
-    """AdamW steps on the ε-prediction loss, gradient clipping, optional autocast, EMA."""
+    """AdamW steps on the diffusion loss (ε or v, as the network says), gradient clipping, optional
+    autocast, EMA."""
 
     def __init__(
         self,
@@ -101,6 +103,7 @@ class DiffusionTrainer:
                 loss_type=self.loss_type,
                 generator=generator,
                 stride=stride,
+                prediction=model_prediction(self.network),
             )
         self.optimiser.zero_grad(set_to_none=True)
         out.loss.float().backward()

@@ -1,4 +1,4 @@
-"""The blocks that make `UNet3D` the text-to-video network of LVDM §5: Stable Diffusion made 3D.
+"""Text-to-video: the blocks that make `UNet3D` the network of LVDM §5: Stable Diffusion made 3D.
 
 The release's T2V UNet (configs/lvdm_short/text2video.yaml, `openaimodel3d.UNetModel` with
 `use_temporal_transformer`) is SD 1.x's UNet with three changes, which these classes make:
@@ -18,8 +18,6 @@ The release's T2V UNet (configs/lvdm_short/text2video.yaml, `openaimodel3d.UNetM
 image. The release normalises a ResBlock's and a transformer's input over the whole clip (a
 GroupNorm on `b c t h w`), which is close to SD per frame but not equal; the option gives the
 exact identity an SD initialisation promises, at the cost of the release's numerics.
-
-This module builds on `lvdm.unet`, which imports it only when a config asks for these blocks.
 """
 
 from __future__ import annotations
@@ -29,9 +27,9 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from lvdm.attention import Attention
-from lvdm.unet import ResBlock, SpaceTimeAttention, TransformerBlock, UNet3DConfig, zero_module
+from lvdm.unet_blocks import ResBlock, SpaceTimeAttention, TransformerBlock, zero_module
+from lvdm.unet_config import UNet3DConfig
 
-# SD's (and the release's `Normalize`) group norm in front of a spatial transformer.
 TRANSFORMER_NORM_EPS = 1e-6
 
 

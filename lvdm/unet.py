@@ -15,7 +15,9 @@ With the defaults, the network is the official unconditional one, 548,904,580 pa
 `in_channels=5, max_noise_level=250` gives the prediction model and adding
 `temporal_length=5` the interpolation model. Where `context_dim` is set, the spatial
 attention becomes Stable Diffusion's transformer (self-, cross-attention, feed-forward), so
-text-to-video can reuse SD's spatial weights.
+text-to-video can reuse SD's spatial weights; `use_scale_shift_norm=False,
+temporal_transformer=True` builds the release's text-to-video UNet (§5) from the blocks after
+`SpaceTimeAttention`, which subclass this file's.
 
 Departures from the release, each a defect it has: no in-place residual adds (its
 `x += out` breaks backward at batch size 1), and one attention module for every kind of
@@ -25,373 +27,26 @@ attention (`lvdm/attention.py`). The function equals the release's (imported che
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange, repeat
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from lvdm.attention import RELATIVE_KEY_CONVENTIONS, Attention
+from lvdm.t2v_blocks import AdditiveEmbeddingResBlock, SpatioTemporalTransformer, frame_wise_group_norm
+from lvdm.unet_blocks import (
+    Downsample,
+    EmbedSequential,
+    ResBlock,
+    SelfAttentionBlock,
+    SpaceTimeAttention,
+    Upsample,
+    frame_conv,
+    timestep_embedding,
+    zero_module,
+)
+from lvdm.unet_config import UNet3DConfig
 
-
-@dataclass
-class UNet3DConfig:
-    """Architecture of `UNet3D`; the field names are the keys of the pipeline's `diffusion.unet`.
-
-    The defaults are the official `lvdm_short` unconditional network (sky, UCF-101, TaiChi).
-    """
-
-    in_channels: int = 4
-    out_channels: int = 4
-    model_channels: int = 256
-    # Level i has model_channels * channel_mult[i] channels; levels but the last end in a 2x
-    # spatial downsampling.
-    channel_mult: tuple[int, ...] = (1, 2, 3, 4)
-    num_res_blocks: int = 3
-    # Downsampling factors (1, 2, 4, ...) of the levels that get space-time attention; the
-    # middle block always has it.
-    attention_resolutions: tuple[int, ...] = (2, 4, 8)
-    num_heads: int = 4
-    # Largest relative distance with its own row in the temporal position tables; farther
-    # frames share the outermost row, so any number of frames works.
-    temporal_length: int = 4
-    norm_groups: int = 32
-    dropout: float = 0.0
-    use_checkpoint: bool = False
-    # > 0: the long-video models' noise-level embedding (§4.1, conditional latent
-    # perturbation), nn.Embedding(max_noise_level + 1, 4 * model_channels).
-    max_noise_level: int = 0
-    # > 0: the stride embedding of the prediction model (issue 21): the distance in latents
-    # between the frames of its window, 1..max_stride, embedded like the noise level, so one
-    # network predicts at the data's pace (stride 1, autoregressive) and at the keys' pace
-    # (the key stride, hierarchical), as later models condition on frame rate.
-    max_stride: int = 0
-    # Width of the text tokens for cross attention; None: no cross attention.
-    context_dim: int | None = None
-    transformer_depth: int = 1
-    # How the temporal attention's relative key table enters the logits (lvdm/attention.py):
-    # "official" is the release's term, which its checkpoints (and the paper pipelines,
-    # ucf101/sky_timelapse/taichi.yaml) need; "standard" is Shaw et al.'s. The default stays
-    # "standard" so unet.pt files written before this option load and compute what they were
-    # trained to; the demo keeps it for the same reason (its trained models and cached stages
-    # stay valid) — both conventions train equally from scratch.
-    relative_key: str = "standard"
-    # Text-to-video (§5, lvdm/t2v_blocks.py). False: SD's ResBlocks, which add the timestep
-    # embedding instead of LVDM's scale/shift (the release's T2V `use_scale_shift_norm`).
-    use_scale_shift_norm: bool = True
-    # The release's `use_temporal_transformer`: SD's spatial transformer with temporal
-    # attentions inside each block replaces the space-time attention; needs context_dim.
-    temporal_transformer: bool = False
-    # GroupNorm per frame (SD's norm on an image) instead of over the clip (the release):
-    # an SD-initialised network then computes SD's function exactly on every frame.
-    frame_group_norm: bool = False
-
-    def __post_init__(self) -> None:
-        # YAML gives lists; the config is immutable in spirit, so store tuples.
-        self.channel_mult = tuple(self.channel_mult)
-        self.attention_resolutions = tuple(self.attention_resolutions)
-        for name in (
-            "in_channels",
-            "out_channels",
-            "model_channels",
-            "num_res_blocks",
-            "num_heads",
-            "temporal_length",
-            "norm_groups",
-            "transformer_depth",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"UNet3DConfig.{name}={getattr(self, name)}: must be >= 1")
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ValueError(
-                f"UNet3DConfig.channel_mult={self.channel_mult}: give one positive multiplier per level"
-            )
-        for channels in self.level_channels:
-            if channels % self.norm_groups:
-                raise ValueError(
-                    f"UNet3DConfig.norm_groups={self.norm_groups} does not divide {channels} channels "
-                    f"(model_channels={self.model_channels} x channel_mult={self.channel_mult}); "
-                    "pick norm_groups dividing every level's channels"
-                )
-        reachable = tuple(2**level for level in range(len(self.channel_mult)))
-        for factor in self.attention_resolutions:
-            if factor not in reachable:
-                raise ValueError(
-                    f"UNet3DConfig.attention_resolutions contains {factor}, but with "
-                    f"{len(self.channel_mult)} levels the downsampling factors are {reachable}; "
-                    "remove it or add levels to channel_mult"
-                )
-        for channels in self.attention_channels:
-            if channels % self.num_heads:
-                raise ValueError(
-                    f"UNet3DConfig.num_heads={self.num_heads} does not divide the {channels} channels "
-                    "of an attention level; pick num_heads dividing model_channels x channel_mult "
-                    "at every attention level and the last level"
-                )
-        if self.max_stride < 0:
-            raise ValueError(f"UNet3DConfig.max_stride={self.max_stride}: 0 (no stride embedding) or more")
-        if self.max_noise_level < 0:
-            raise ValueError(
-                f"UNet3DConfig.max_noise_level={self.max_noise_level}: 0 (no noise-level embedding) or more"
-            )
-        if self.context_dim is not None and self.context_dim < 1:
-            raise ValueError(
-                f"UNet3DConfig.context_dim={self.context_dim}: None (no cross attention) or >= 1"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"UNet3DConfig.dropout={self.dropout}: must be in [0, 1)")
-        if self.relative_key not in RELATIVE_KEY_CONVENTIONS:
-            raise ValueError(
-                f"UNet3DConfig.relative_key={self.relative_key!r}: choose one of {RELATIVE_KEY_CONVENTIONS} "
-                "('official' for the released LVDM checkpoints)"
-            )
-        if self.temporal_transformer and self.context_dim is None:
-            raise ValueError(
-                "UNet3DConfig.temporal_transformer=true needs context_dim (the text tokens' width); "
-                "set context_dim or temporal_transformer: false"
-            )
-
-    @property
-    def level_channels(self) -> tuple[int, ...]:
-        return tuple(self.model_channels * m for m in self.channel_mult)
-
-    @property
-    def attention_channels(self) -> tuple[int, ...]:
-        """Channels of every level with attention, the middle (last level) included."""
-        levels = [c for i, c in enumerate(self.level_channels) if 2**i in self.attention_resolutions]
-        return (*levels, self.level_channels[-1])
-
-    @property
-    def time_embed_dim(self) -> int:
-        return 4 * self.model_channels
-
-    @property
-    def spatial_factor(self) -> int:
-        """h and w must be divisible by this: one 2x downsampling per level but the last."""
-        return 2 ** (len(self.channel_mult) - 1)
-
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """`(b,)` timesteps -> `(b, dim)` sinusoids, cos half first, as in ADM and the official release."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    return F.pad(embedding, (0, dim % 2))
-
-
-def frame_conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv3d:
-    """1x3x3 convolution: mixes space within a frame, never time (the official `kernel_size_t 1`)."""
-    return nn.Conv3d(in_channels, out_channels, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
-
-
-def zero_module(module: nn.Module) -> nn.Module:
-    """Zero every parameter: a residual branch ending in it starts as the identity (ADM)."""
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-class ResBlock(nn.Module):
-    """ADM's residual block with adaptive group norm: `GN(h)·(1 + scale) + shift` from the embedding.
-
-    `x: b c t h w`, `emb: b e` -> `b c_out t h w`. The second convolution starts at zero, so a
-    fresh block is its skip path (identity, or a 1x1x1 convolution when channels change).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, norm_groups: int, dropout: float):
-        super().__init__()
-        self.in_layers = nn.Sequential(
-            nn.GroupNorm(norm_groups, in_channels), nn.SiLU(), frame_conv(in_channels, out_channels)
-        )
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
-        self.out_norm = nn.GroupNorm(norm_groups, out_channels)
-        self.out_layers = nn.Sequential(
-            nn.SiLU(), nn.Dropout(dropout), zero_module(frame_conv(out_channels, out_channels))
-        )
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv3d(in_channels, out_channels, 1)
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.in_layers(x)
-        scale, shift = rearrange(self.emb_layers(emb), "b (two c) -> two b c 1 1 1", two=2)
-        h = self.out_layers(self.out_norm(h) * (1 + scale) + shift)
-        return self.skip(x) + h
-
-
-class Downsample(nn.Module):
-    """Strided 1x3x3 convolution: halves h and w, keeps t."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = frame_conv(channels, channels, stride=2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Nearest 2x in h and w (not t), then a 1x3x3 convolution."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = frame_conv(channels, channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
-
-
-# How each attention axis lays `b c t h w` out as sequences for GroupNorm (`B c n`), and back
-# from the attention's `B n c`. The norm sees one sequence at a time, as in the release: a
-# frame for spatial attention, a pixel's t values for temporal attention.
-_AXES = {
-    "space": ("b c t h w -> (b t) c (h w)", "(b t) (h w) c -> b c t h w"),
-    "time": ("b c t h w -> (b h w) c t", "(b h w) t c -> b c t h w"),
-}
-
-
-class SelfAttentionBlock(nn.Module):
-    """GroupNorm -> multi-head self-attention along one axis -> zero-initialised projection -> residual.
-
-    `axis="space"`: tokens are the h·w positions of each frame; `axis="time"`: the t frames of
-    each position, with relative position tables (`max_distance` = temporal_length). The
-    residual add is out of place: the release's `x += out` modifies a tensor that autograd
-    saved (at batch 1 the `(b t) c (h w)` rearrange is a view of `x`) and backward fails.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        heads: int,
-        norm_groups: int,
-        axis: str,
-        max_distance: int | None = None,
-        relative_key: str = "standard",
-    ):
-        super().__init__()
-        self.to_tokens, self.from_tokens = _AXES[axis]
-        self.norm = nn.GroupNorm(norm_groups, channels)
-        self.attention = Attention(channels, heads, max_distance=max_distance, relative_key=relative_key)
-        zero_module(self.attention.to_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, _, t, h, w = x.shape
-        tokens = self.norm(rearrange(x, self.to_tokens))
-        out = self.attention(rearrange(tokens, "B c n -> B n c"))
-        return x + rearrange(out, self.from_tokens, b=b, t=t, h=h, w=w)
-
-
-class FeedForward(nn.Module):
-    """Stable Diffusion's GEGLU feed-forward: c -> 2 x 4c (value, gate) -> 4c -> c."""
-
-    def __init__(self, dim: int, dropout: float):
-        super().__init__()
-        self.proj_in = nn.Linear(dim, 8 * dim)
-        self.dropout = nn.Dropout(dropout)
-        self.proj_out = nn.Linear(4 * dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        value, gate = self.proj_in(x).chunk(2, dim=-1)
-        return self.proj_out(self.dropout(value * F.gelu(gate)))
-
-
-class TransformerBlock(nn.Module):
-    """SD's BasicTransformerBlock on `B n c` tokens: self-attention, cross-attention, feed-forward."""
-
-    def __init__(self, dim: int, heads: int, context_dim: int, dropout: float):
-        super().__init__()
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.self_attention = Attention(dim, heads, bias=False)
-        self.cross_attention = Attention(dim, heads, context_dim=context_dim, bias=False)
-        self.feed_forward = FeedForward(dim, dropout)
-
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        x = x + self.self_attention(self.norm1(x))
-        x = x + self.cross_attention(self.norm2(x), context)
-        return x + self.feed_forward(self.norm3(x))
-
-
-class SpatialTransformer(nn.Module):
-    """SD's spatial transformer applied to each frame: `b c t h w` attends to `context: b m d`.
-
-    The text-to-video variant of the release (and SD) uses it in place of the spatial
-    self-attention; the projections in and out are Linear layers (SD 1.x's 1x1 Conv2d weights
-    load after dropping their two trailing unit dimensions).
-    """
-
-    def __init__(
-        self, channels: int, heads: int, norm_groups: int, context_dim: int, depth: int, dropout: float
-    ):
-        super().__init__()
-        self.norm = nn.GroupNorm(norm_groups, channels)
-        self.proj_in = nn.Linear(channels, channels)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(channels, heads, context_dim, dropout) for _ in range(depth)
-        )
-        self.proj_out = zero_module(nn.Linear(channels, channels))
-
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        b, _, t, h, w = x.shape
-        tokens = rearrange(self.norm(rearrange(x, "b c t h w -> (b t) c h w")), "B c h w -> B (h w) c")
-        tokens = self.proj_in(tokens)
-        context = repeat(context, "b m d -> (b t) m d", t=t)
-        for block in self.blocks:
-            tokens = block(tokens, context)
-        return x + rearrange(self.proj_out(tokens), "(b t) (h w) c -> b c t h w", b=b, h=h)
-
-
-class SpaceTimeAttention(nn.Module):
-    """The release's space-time attention block: attention within each frame, then across frames.
-
-    The spatial half is self-attention, or SD's spatial transformer when `context_dim` is set;
-    the temporal half is self-attention over t with relative positions, non-causal.
-    """
-
-    def __init__(self, channels: int, config: UNet3DConfig):
-        super().__init__()
-        heads, groups = config.num_heads, config.norm_groups
-        if config.context_dim is None:
-            self.spatial = SelfAttentionBlock(channels, heads, groups, "space")
-        else:
-            self.spatial = SpatialTransformer(
-                channels, heads, groups, config.context_dim, config.transformer_depth, config.dropout
-            )
-        self.temporal = SelfAttentionBlock(
-            channels,
-            heads,
-            groups,
-            "time",
-            max_distance=config.temporal_length,
-            relative_key=config.relative_key,
-        )
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        x = self.spatial(x) if context is None else self.spatial(x, context)
-        return self.temporal(x)
-
-
-class EmbedSequential(nn.ModuleList):
-    """Layers run in order, each given what it takes: ResBlocks the embedding, attention the context.
-
-    With `use_checkpoint`, each ResBlock and attention block recomputes its activations in
-    backward instead of storing them (non-reentrant checkpointing, which handles keyword
-    arguments, None inputs and frozen parameters).
-    """
-
-    def forward(self, x: Tensor, emb: Tensor, context: Tensor | None, use_checkpoint: bool) -> Tensor:
-        for layer in self:
-            if isinstance(layer, ResBlock):
-                args = (x, emb)
-            elif isinstance(layer, SpaceTimeAttention):
-                args = (x, context)
-            else:
-                x = layer(x)
-                continue
-            x = checkpoint(layer, *args, use_reentrant=False) if use_checkpoint else layer(*args)
-        return x
+__all__ = ["UNet3D", "UNet3DConfig", "init_from_unconditional"]
 
 
 class UNet3D(nn.Module):
@@ -422,6 +77,8 @@ class UNet3D(nn.Module):
         use_scale_shift_norm: bool = True,
         temporal_transformer: bool = False,
         frame_group_norm: bool = False,
+        temporal_attention_resolutions: Sequence[int] = (),
+        prediction: str = "eps",
     ) -> None:
         super().__init__()
         self.config = config = UNet3DConfig(
@@ -431,6 +88,7 @@ class UNet3D(nn.Module):
             channel_mult=channel_mult,
             num_res_blocks=num_res_blocks,
             attention_resolutions=attention_resolutions,
+            temporal_attention_resolutions=temporal_attention_resolutions,
             num_heads=num_heads,
             temporal_length=temporal_length,
             norm_groups=norm_groups,
@@ -444,6 +102,7 @@ class UNet3D(nn.Module):
             use_scale_shift_norm=use_scale_shift_norm,
             temporal_transformer=temporal_transformer,
             frame_group_norm=frame_group_norm,
+            prediction=prediction,
         )
         mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
 
@@ -474,8 +133,7 @@ class UNet3D(nn.Module):
             for _ in range(config.num_res_blocks):
                 layers: list[nn.Module] = [res_block(ch, level_ch)]
                 ch = level_ch
-                if factor in config.attention_resolutions:
-                    layers.append(attention_class(ch, config))
+                layers += self._attention(ch, factor, attention_class)
                 self.input_blocks.append(EmbedSequential(layers))
                 skip_channels.append(ch)
             if level != last:
@@ -494,8 +152,7 @@ class UNet3D(nn.Module):
             for i in range(config.num_res_blocks + 1):
                 layers = [res_block(ch + skip_channels.pop(), level_ch)]
                 ch = level_ch
-                if factor in config.attention_resolutions:
-                    layers.append(attention_class(ch, config))
+                layers += self._attention(ch, factor, attention_class)
                 if level and i == config.num_res_blocks:
                     layers.append(Upsample(ch))
                     factor //= 2
@@ -505,9 +162,25 @@ class UNet3D(nn.Module):
             nn.GroupNorm(groups, ch), nn.SiLU(), zero_module(frame_conv(ch, config.out_channels))
         )
         if config.frame_group_norm:
-            from lvdm.t2v_blocks import frame_wise_group_norm  # t2v_blocks builds on this module
-
             frame_wise_group_norm(self)
+
+    def _attention(self, channels: int, factor: int, attention_class: type[nn.Module]) -> list[nn.Module]:
+        """The attention a block at downsampling `factor` ends in: space-time, temporal only, or none."""
+        config = self.config
+        if factor in config.attention_resolutions:
+            return [attention_class(channels, config)]
+        if factor in config.temporal_attention_resolutions:
+            return [
+                SelfAttentionBlock(
+                    channels,
+                    config.num_heads,
+                    config.norm_groups,
+                    "time",
+                    max_distance=config.temporal_length,
+                    relative_key=config.relative_key,
+                )
+            ]
+        return []
 
     def forward(
         self,
@@ -598,12 +271,9 @@ def _t2v_block_classes(config: UNet3DConfig) -> tuple[type[ResBlock], type[Space
     """The ResBlock and attention classes a config asks for: LVDM's, or SD's / the T2V release's."""
     if config.use_scale_shift_norm and not config.temporal_transformer:
         return ResBlock, SpaceTimeAttention
-    # Imported here: lvdm/t2v_blocks.py subclasses this module's blocks.
-    from lvdm import t2v_blocks
-
     return (
-        ResBlock if config.use_scale_shift_norm else t2v_blocks.AdditiveEmbeddingResBlock,
-        t2v_blocks.SpatioTemporalTransformer if config.temporal_transformer else SpaceTimeAttention,
+        ResBlock if config.use_scale_shift_norm else AdditiveEmbeddingResBlock,
+        SpatioTemporalTransformer if config.temporal_transformer else SpaceTimeAttention,
     )
 
 

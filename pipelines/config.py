@@ -74,6 +74,14 @@ class SyntheticConfig(Section):
     frames: int = Field(24, ge=1, description="frames per generated video")
     fps: float = Field(8.0, gt=0)
     seed: int = 0
+    # Hashed only when set, so the uncaptioned datasets' cache keys are what they were.
+    caption_shapes: Annotated[int | None, ReadWhen(lambda s: s.caption_shapes is not None)] = Field(
+        None,
+        ge=1,
+        le=3,
+        description="captioned videos for text-to-video: 1..N shapes moving straight, a caption from the "
+        "ground truth, held-out combinations only in the test split (data_prep/sources/synthetic.py)",
+    )
 
 
 def _for(*datasets: str) -> ReadWhen:
@@ -89,10 +97,11 @@ _FRAME_FOLDERS = ReadWhen(
 
 class DataConfig(Section):
     dataset: DatasetName
-    root: Annotated[
-        str | None, _for("ucf101", "sky_timelapse", "taichi", "webvid", "captioned_table")
-    ] = Field(
-        None, description="dataset folder in its release layout: a local path or a URI (s3://bucket/ucf101)"
+    root: Annotated[str | None, _for("ucf101", "sky_timelapse", "taichi", "webvid", "captioned_table")] = (
+        Field(
+            None,
+            description="dataset folder in its release layout: a local path or a URI (s3://bucket/ucf101)",
+        )
     )
     splits: tuple[SplitName, ...] = ("train", "test")
     resolution: int = Field(256, ge=8, description="short side resize + centre crop, pixels")
@@ -280,6 +289,9 @@ class UNetSection(Section):
     attention_resolutions: tuple[int, ...] = Field(
         (2, 4, 8), description="downsampling factors whose level gets space-time attention"
     )
+    temporal_attention_resolutions: tuple[int, ...] = Field(
+        (), description="further factors whose level gets temporal attention only (frames see each other)"
+    )
     num_heads: int = Field(4, ge=1)
     temporal_length: int = Field(4, ge=1, description="relative-position table radius, latent frames")
     norm_groups: int = Field(32, ge=1)
@@ -303,6 +315,9 @@ class UNetSection(Section):
     )
     frame_group_norm: bool = Field(
         False, description="GroupNorm per frame: an SD-initialised network equals SD on every frame"
+    )
+    prediction: Literal["eps", "v"] = Field(
+        "eps", description="network output: 'eps' the noise (the paper's), 'v' the velocity (issue 21)"
     )
 
     @model_validator(mode="after")
@@ -442,6 +457,10 @@ class SampleSection(Section):
         "(1.8x faster per UNet forward on an AVX512-BF16 CPU); fp32 by default, as the release samples",
     )
     use_gpu: Annotated[bool, EXECUTION] = Field(False, description="one GPU per sampling task")
+    # Read by `sample_t2v` only; hashed only when set, so `sample`'s cache keys are unchanged.
+    prompts: Annotated[tuple[str, ...], ReadWhen(lambda s: bool(s.prompts))] = Field(
+        (), description="sample_t2v: the captions to generate `videos` videos of, each"
+    )
 
 
 class EvaluateSection(Section):
@@ -475,6 +494,17 @@ class WeightsConfig(Section):
     home: Path | None = Field(None, description="pretrained weights cache; default $LVDM_HOME")
 
 
+class RandomTextEncoderSection(Section):
+    """A frozen, randomly initialised CLIP text transformer with CLIP's real BPE vocabulary
+    (`lvdm/random_clip.py`), built by `train_t2v` in its folder: for a dataset whose captions
+    are a small fixed grammar (the synthetic demo), where no pretrained CLIP is at hand."""
+
+    width: int = Field(64, ge=8, description="hidden width = diffusion.unet.context_dim")
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    seed: int = 0
+
+
 class T2VSection(Section):
     """Text-to-video (LVDM §5): SD's VAE per frame, frozen CLIP text, SD-initialised UNet, captions.
 
@@ -501,6 +531,9 @@ class T2VSection(Section):
     cache_batch_frames: Annotated[int, EXECUTION] = Field(16, ge=1, description="frames per VAE call")
     use_gpu: Annotated[bool, EXECUTION] = False
     train: DiffusionTrainSection = Field(default_factory=DiffusionTrainSection)
+    random_text_encoder: Annotated[
+        RandomTextEncoderSection | None, ReadWhen(lambda s: s.random_text_encoder is not None)
+    ] = Field(None, description="no pretrained text encoder: a frozen random CLIP of this size (demo)")
 
 
 class T2VLatentsView(Section):
@@ -563,10 +596,21 @@ class PipelineConfig(Section):
                     f"(the encoder halves the clip log2(ft) times): set data.frames to a multiple of "
                     f"{model.ft}, e.g. {_multiple(data.frames, model.ft)}"
                 )
-        if {"cache_t2v_latents", "train_t2v"} & set(self.stages) and self.t2v.stable_diffusion is None:
+        if "cache_t2v_latents" in self.stages and self.t2v.stable_diffusion is None:
             problems.append(
                 "the text-to-video stages (cache_t2v_latents, train_t2v) need t2v.stable_diffusion: set it "
                 "to a local Stable Diffusion 1.x folder in the diffusers layout (vae/, unet/, text_encoder/)"
+            )
+        t2v = self.t2v
+        if "train_t2v" in self.stages and "cache_t2v_latents" not in self.stages:
+            if t2v.text_encoder is None and t2v.random_text_encoder is None and t2v.stable_diffusion is None:
+                problems.append(
+                    "train_t2v on the pipeline's own latents (cache_latents) needs a text encoder: set "
+                    "t2v.text_encoder to a CLIP folder, or t2v.random_text_encoder for a frozen random one"
+                )
+        if "sample_t2v" in self.stages and not self.sample.prompts:
+            problems.append(
+                'sample_t2v needs sample.prompts: a list of captions, e.g. ["a red circle moving left"]'
             )
         if "train_autoencoder" in self.stages:
             problem = _discriminator_problem(self.autoencoder.loss, data)

@@ -122,12 +122,14 @@ def print_outputs(record: RunRecord) -> None:
         print(f"videos and contact sheets: {videos}, {sheets}")
     if evaluate and evaluate.output:
         print(f"metrics and plots: {storage.join(evaluate.output, 'metrics.json')}, *.png")
-    if record.mlflow_tracking_uri:
-        ui = (
-            f"mlflow ui --backend-store-uri {record.mlflow_tracking_uri}"
-            if record.mlflow_tracking_uri.startswith("sqlite")
-            else record.mlflow_tracking_uri
-        )
+    from stages import tracking  # MLflow: imported when a run has ended, not for `lvdm --help`
+
+    uri, experiment = record.mlflow_tracking_uri, record.mlflow_experiment_id
+    if uri and experiment:
+        where = tracking.where_to_look(uri, experiment)
+        print(f"MLflow: {where}  (parent run {record.mlflow_parent_run_id})")
+    elif uri:  # a record written before the experiment id was: no link to give
+        ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else uri
         print(f"MLflow: {ui}  (runs under 'Model training'; parent run {record.mlflow_parent_run_id})")
 
 

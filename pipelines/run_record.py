@@ -45,6 +45,7 @@ class RunRecord:
     error: str | None = None
     mlflow_parent_run_id: str | None = None
     mlflow_tracking_uri: str | None = None
+    mlflow_experiment_id: str | None = None  # None in records written before it was recorded
     until: str | None = None  # `--until`: a resume stops at the same stage
     pid: int = field(default_factory=os.getpid)  # the `lvdm` process driving the run
     # The machine of `pid`: a submitted run is driven on the cluster's head, not where `lvdm

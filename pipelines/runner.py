@@ -9,6 +9,7 @@ those whose inputs are complete (`train_pred` and `train_interp` both need only
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import socket
@@ -60,7 +61,7 @@ def plan(
             raise PipelineError(f"stages: dependency cycle {' -> '.join(chain + (name,))}")
         if any(s.name == name for s in order):
             return
-        stage = registry[name]
+        stage = _choose_inputs(registry[name], config.stages)
         for upstream in stage.inputs:
             if upstream not in config.stages:
                 raise PipelineError(
@@ -78,6 +79,20 @@ def plan(
     for name in targets:
         visit(name, ())
     return order
+
+
+def _choose_inputs(stage: Stage, listed: tuple[str, ...]) -> Stage:
+    """`stage` with each of its `one_of` groups resolved to the one member the pipeline lists."""
+    chosen = []
+    for group in stage.one_of:
+        present = [name for name in group if name in listed]
+        if len(present) != 1:
+            raise PipelineError(
+                f"stages: {stage.name!r} needs exactly one of {list(group)}; the pipeline lists "
+                f"{present or 'none'}: list one of them in `stages`"
+            )
+        chosen += present
+    return dataclasses.replace(stage, inputs=stage.inputs + tuple(chosen), one_of=()) if chosen else stage
 
 
 def stage_keys(stages: list[Stage], config: PipelineConfig) -> dict[str, str]:
@@ -136,7 +151,9 @@ def run_pipeline(
         message = f"mlflow.tracking_uri {uri}: {type(err).__name__}: {err}"
         raise PipelineError(strip_userinfo(message)) from err
     record.mlflow_parent_run_id, record.mlflow_tracking_uri = parent.run_id, uri
+    record.mlflow_experiment_id = experiment_id
     record.save()
+    echo(f"MLflow: {tracking.where_to_look(uri, experiment_id)}")
     tracking.log_artifact(parent, storage.join(record.folder, "config.yaml"))
 
     run = _Run(config, keys, record, parent, experiment_id, _one_line_at_a_time(echo))

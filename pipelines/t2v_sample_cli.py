@@ -22,43 +22,28 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
     import torch
 
     from data_prep.encode import write_mp4
-    from lvdm.diffusion.sampling import sample_latents
-    from lvdm.diffusion.text_guidance import text_guided
-    from lvdm.frame_autoencoder import FrameAutoencoder
-    from lvdm.text_encoder import TextEncoder
     from stages.contract import read_manifest
     from stages.diffusion_stage import schedule_of
-    from stages.unet_file import load_unet
+    from stages.t2v_model import TextVideoModel
 
     record = run_with_t2v(args.workdir, args.run)
     config = load_pipeline(storage.join(record.folder, "config.yaml"))
-    outputs = read_manifest(record.stages[STAGE].output)["outputs"]
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    model, _ = load_unet(storage.join(record.stages[STAGE].output, outputs["unet"]))
-    model = model.to(device)
-    text = TextEncoder.from_folder(outputs["text_encoder"]).to(device)
-    autoencoder = FrameAutoencoder.from_folder(outputs["autoencoder"]).to(device).eval()
-    scale = outputs["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
+    # The stage's own decoder: SD's VAE per frame, or the pipeline's video autoencoder.
+    model = TextVideoModel.load(read_manifest(record.stages[STAGE].output), device)
+    scale = model.guidance_scale if args.guidance_scale is None else args.guidance_scale
     frames = args.frames or config.t2v.frames
-    size = config.data.resolution // autoencoder.fs
-    shape = (1, model.config.in_channels, frames, size, size)
-    generator = torch.Generator(device).manual_seed(args.seed)
-    denoiser = text_guided(model, text.encode([args.prompt]), text.encode([""])[0], scale)
-    with torch.no_grad():
-        latents = sample_latents(
-            denoiser,
-            shape,
-            schedule_of(config.diffusion.schedule.model_dump()),
-            sampler=config.sampling.sampler,
-            steps=args.steps or config.sampling.steps,
-            eta=config.sampling.eta,
-            generator=generator,
-            device=device,
-            progress=True,
-        )
-        video = autoencoder.decode(latents / outputs["scale"] - outputs["shift"]).clamp(-1, 1)
+    sampling = config.sampling.model_dump() | {"steps": args.steps or config.sampling.steps}
+    video = model.sample(
+        [args.prompt],
+        schedule_of(config.diffusion.schedule.model_dump()),
+        sampling,
+        generator=torch.Generator(device).manual_seed(args.seed),
+        guidance_scale=scale,
+        frames=frames,
+    )
     pixels = ((video[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype("uint8")
     out = args.out or storage.join(args.workdir, "samples", f"{record.run_id}-t2v-seed{args.seed}.mp4")
     with storage.staged_folder(storage.parent(storage.absolute(out))) as folder:

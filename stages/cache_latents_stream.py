@@ -9,7 +9,7 @@ encoders (on GPUs where the cluster has them) never wait for a video, and Ray Da
 executor bounds what is in flight (its object-store budget backpressures the decode tasks), so
 decoding never runs ahead of memory. A shard's rows carry its index and a final row its video
 count; the driver holds only encoded latents (a few KB per clip) until a shard is whole, then
-writes it through `cache_latents.write_latent_shard`, the same function and the same per-video
+writes it through `latent_shard.write_latent_shard`, the same function and the same per-video
 computation as the `tasks` engine: the files are identical bit for bit (tests/stages/
 test_cache_latents.py). A shard whose tar cannot be read is reported like a failed task
 (named, nothing written, the others finish); a rerun redoes only shards without a record.
@@ -22,12 +22,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import ray
+import ray.data
+from tqdm import tqdm
 
 from data_prep import storage
 from data_prep.chunks import RECORDS
 from data_prep.shard_writer import read_shard
 from data_prep.skip import SkipSample
-from stages.cache_latents import EncodedVideo, decode_frames, encode_frames, write_latent_shard
+from lvdm.precision import autocast_dtype
+from stages.autoencoder_file import load_autoencoder
+from stages.latent_shard import EncodedVideo, decode_frames, encode_frames, write_latent_shard
+from stages.ray_session import task_device
 
 
 class DecodeShard:
@@ -63,10 +69,6 @@ class EncodeVideos:
     """Ray Data actor: loads the autoencoder once, encodes each video row's frames to fp16 latents."""
 
     def __init__(self, ae_path: str, frames: int, batch_size: int, precision: str) -> None:
-        from lvdm.precision import autocast_dtype
-        from stages.autoencoder_file import load_autoencoder
-        from stages.ray_session import task_device
-
         self.device = task_device()  # threads = the CPUs Ray granted; the GPU if it granted one
         self.dtype = autocast_dtype(precision, self.device)
         model, _ = load_autoencoder(ae_path)
@@ -106,36 +108,21 @@ def encode_streaming(
 ) -> list[str]:
     """Encode the video shards `sources` ((split, location) each) into `out_dir`; returns
     "name (why)" of every shard that failed, after all the others are written."""
-    import ray
-    import ray.data
-    from tqdm import tqdm
-
-    from stages.autoencoder_file import load_autoencoder
-
     _check_room(use_gpu, concurrency)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = False  # shards are reassembled by index
     context.enable_progress_bars = False  # one bar below, per shard, as the tasks engine shows
     meta = load_autoencoder(ae_path)[1]
     jobs = [{"split": split, "src": str(src)} for split, src in sources]
-    dataset = (
-        ray.data.from_items(jobs, override_num_blocks=len(jobs))
-        # Its own CPU tasks, not fused into the encoder actors: Ray Data fuses consecutive maps
-        # whose resources match (on a CPU-only cluster they do), and never one with a
-        # `ray_remote_args_fn`.
-        .flat_map(DecodeShard(frames, stride), ray_remote_args_fn=_decode_task_resources)
-        .map(
-            EncodeVideos,
-            fn_constructor_kwargs={
-                "ae_path": ae_path,
-                "frames": frames,
-                "batch_size": batch_size,
-                "precision": precision,
-            },
-            compute=ray.data.ActorPoolStrategy(size=concurrency),
-            num_cpus=1,
-            num_gpus=1 if use_gpu else 0,
-        )
+    dataset = streaming_dataset(
+        jobs,
+        ae_path,
+        frames=frames,
+        stride=stride,
+        batch_size=batch_size,
+        precision=precision,
+        use_gpu=use_gpu,
+        concurrency=concurrency,
     )
     shards: dict[str, _Shard] = {}
     failures: list[str] = []
@@ -160,8 +147,43 @@ def encode_streaming(
     return failures
 
 
-def _decode_task_resources() -> dict:
-    return {"num_cpus": 1}
+# CPUs each decode task asks for: half, not one, because Ray Data fuses a map into the next one
+# when their resource requests are equal and has no switch against it (ray-project/ray#54433 gives
+# different requests as the way to keep two operators apart). At one CPU each, on a CPU-only
+# cluster, the decoding would run inside the `concurrency` encoder actors, in series with the
+# encoding, and the cluster's other CPUs would idle. The price: two decode tasks may share a CPU.
+DECODE_TASK_CPUS = 0.5
+
+
+def streaming_dataset(
+    jobs: list[dict],
+    ae_path: str,
+    *,
+    frames: int,
+    stride: int,
+    batch_size: int,
+    precision: str,
+    use_gpu: bool,
+    concurrency: int,
+) -> ray.data.Dataset:
+    """The pipeline over `jobs` ({"split", "src"} per video shard): decode tasks, then the encoder
+    actor pool; rows as `DecodeShard` makes them, with encoded latents in place of the frames."""
+    return (
+        ray.data.from_items(jobs, override_num_blocks=len(jobs))
+        .flat_map(DecodeShard(frames, stride), num_cpus=DECODE_TASK_CPUS)
+        .map(
+            EncodeVideos,
+            fn_constructor_kwargs={
+                "ae_path": ae_path,
+                "frames": frames,
+                "batch_size": batch_size,
+                "precision": precision,
+            },
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=1,
+            num_gpus=1 if use_gpu else 0,
+        )
+    )
 
 
 def _video(row: dict) -> EncodedVideo:
@@ -175,10 +197,8 @@ def _video(row: dict) -> EncodedVideo:
 def _check_room(use_gpu: bool, concurrency: int) -> None:
     """On a CPU-only cluster the encoder actors hold CPUs for the whole run: leave one for the
     decode tasks, or the pipeline waits forever."""
-    import ray
-
     cpus = ray.cluster_resources().get("CPU", 0)
-    if not use_gpu and concurrency >= cpus:
+    if not use_gpu and concurrency > cpus - DECODE_TASK_CPUS:
         raise ValueError(
             f"cache_latents.concurrency={concurrency} CPU encoder actors leave none of the cluster's "
             f"{cpus:g} CPUs for decoding: set --set cache_latents.concurrency={max(1, int(cpus) - 1)} "

@@ -51,6 +51,10 @@ class Stage:
     sections: tuple[str, ...]
     inputs: tuple[str, ...] = field(default=())
     description: str = ""
+    # Groups of alternative inputs: the stage takes the one of each group that the pipeline
+    # lists (train_t2v: SD's latents from cache_t2v_latents, or the pipeline's own from
+    # cache_latents). The runner's plan resolves them into `inputs`.
+    one_of: tuple[tuple[str, ...], ...] = field(default=())
 
 
 def cache_key(stage: Stage, config: Any, input_keys: Mapping[str, str]) -> str:

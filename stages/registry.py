@@ -6,7 +6,9 @@ from stages import (
     cache_latents,
     cache_t2v_latents,
     evaluate,
+    evaluate_t2v,
     sample,
+    sample_t2v,
     shard,
     train_autoencoder,
     train_interp,
@@ -27,6 +29,8 @@ STAGES: dict[str, Stage] = {
         train_interp.STAGE,
         cache_t2v_latents.STAGE,
         train_t2v.STAGE,
+        sample_t2v.STAGE,
+        evaluate_t2v.STAGE,
         sample.STAGE,
         evaluate.STAGE,
     )

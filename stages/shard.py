@@ -39,6 +39,7 @@ def discover(data) -> Discovery:
             "resolution": data.resolution,
             "seed": data.synthetic.seed,
             "fps": data.synthetic.fps,
+            "caption_shapes": data.synthetic.caption_shapes,
         },
     }[data.dataset]
     return DATASETS[data.dataset](data.root, list(data.splits), **options)

@@ -11,6 +11,7 @@ Ray worker process can log to the stage's run with just the URI and the id.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,37 @@ from stages.contract import Tracking
 REPLACES_TAG = "lvdm.replaces_mlflow_run_id"  # on a run started because the recorded one was lost
 # MLflow's experiment kind (its front end's ExperimentKind enum): model training, not GenAI.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# The MLflow 3.17 UI opens an experiment in the view its URL's `workflowType` names, else in the one
+# this browser showed last (GenAI in a fresh one); it does not read the kind tag for that. So every
+# link the pipeline gives asks for the Model training view (runs table, loss charts).
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves an embedded store by default
+
+
+def ui_link(tracking_uri: str, experiment_id: str) -> str | None:
+    """The URL that opens the experiment in MLflow's Model training view.
+
+    A server's own address (without `user:password@`); for the embedded SQLite store, the
+    address `mlflow ui --backend-store-uri <uri>` serves it at. None for a store without a UI.
+    """
+    if tracking_uri.startswith("sqlite"):
+        base = LOCAL_UI
+    elif tracking_uri.startswith(("http://", "https://")):
+        base = strip_userinfo(tracking_uri).rstrip("/")
+    else:
+        return None
+    return f"{base}/#/experiments/{experiment_id}?{TRAINING_VIEW_QUERY}"
+
+
+def where_to_look(tracking_uri: str, experiment_id: str) -> str:
+    """One line telling a user how to open the pipeline's runs in the Model training view."""
+    link = ui_link(tracking_uri, experiment_id)
+    shown = strip_userinfo(tracking_uri)
+    if link is None:
+        return f"{shown} (experiment {experiment_id})"
+    if tracking_uri.startswith("sqlite"):
+        return f"mlflow ui --backend-store-uri {shown}, then open {link}"
+    return link
 
 
 def default_tracking_uri(workdir: storage.Location) -> str:
@@ -113,6 +145,10 @@ def _why_not_reattachable(client: MlflowClient, run_id: str) -> str | None:
 
 
 def end_run(tracking: Tracking, status: str) -> None:
+    """End the run. With a server, MLflow prints its own "View run at" links here, which open the
+    GenAI view; they stay off (unless the user set MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT) and the
+    runner prints `where_to_look` instead."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     MlflowClient(tracking.tracking_uri).set_terminated(tracking.run_id, status=status)
 
 

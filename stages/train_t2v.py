@@ -8,6 +8,15 @@ caption (`t2v.caption_dropout`, default 0.1), the ε-prediction loss. The defaul
 layer, as the paper does; `t2v.freeze_spatial` trains the temporal layers alone (AnimateDiff),
 which keeps SD's image quality for a fraction of the optimiser memory.
 
+The latents come from `cache_t2v_latents` (SD's VAE per frame, the paper's §5) or, where the
+pipeline lists `cache_latents` instead, from the pipeline's own video autoencoder with a fresh
+UNet: the synthetic demo (`pipelines/bouncing_shapes_t2v.yaml`) learns text control that way in
+minutes. Its text encoder is then `t2v.text_encoder`, or with `t2v.random_text_encoder` a
+frozen, randomly initialised CLIP text transformer with CLIP's real vocabulary, built here in
+the stage folder (`lvdm/random_clip.py`): a caption grammar of a few dozen words needs no
+pretrained language model, only distinct, fixed tokens for the cross-attention to learn from,
+and the model is then opened and sampled exactly as one conditioned on CLIP ViT-L/14 is.
+
 The text encoder runs in the training loop rather than caching its output: CLIP-L's tokens
 are 77 x 768 fp16 = 118 KB per caption, as much again as a 16x32x32x4 latent clip, and one
 frozen forward per batch is small beside the UNet's (see the report of issue 18 for figures).
@@ -18,6 +27,7 @@ decoded by SD's VAE, logged with their captions as the file names' companions.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,10 +36,10 @@ import torch
 from einops import rearrange
 
 from data_prep import storage
+from lvdm.autoencoder import denormalise, normalise
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.text_guidance import text_guided
 from lvdm.diffusion_training import TimestepBuckets
-from lvdm.frame_autoencoder import FrameAutoencoder
 from lvdm.pretrained.stable_diffusion import DIFFUSERS_UNET_WEIGHTS, load_sd_unet, read_sd_unet
 from lvdm.text_diffusion_training import TextDiffusionTrainer
 from lvdm.text_encoder import TextEncoder
@@ -37,11 +47,16 @@ from lvdm.unet import UNet3D
 from stages import ray_training, tracking
 from stages.contract import Stage, StageContext
 from stages.diffusion_stage import DiffusionTask, describe_unet, schedule_of
+from stages.t2v_model import SD_VAE, VIDEO_AUTOENCODER, load_decoder
 from stages.unet_file import FILENAME, save_unet
+
+RANDOM_TEXT_ENCODER = "text_encoder"  # the folder, in the stage's, of a `t2v.random_text_encoder`
 
 
 def run(ctx: StageContext) -> dict:
-    cache, t2v = ctx.inputs["cache_t2v_latents"], ctx.config.t2v
+    t2v = ctx.config.t2v
+    own_latents = "cache_latents" in ctx.inputs
+    cache = ctx.inputs["cache_latents" if own_latents else "cache_t2v_latents"]
     shards = cache["outputs"]["shards"]
     train_shards = [storage.join(cache["out_dir"], s) for s in shards.get("train", [])]
     if not train_shards:
@@ -50,7 +65,7 @@ def run(ctx: StageContext) -> dict:
     kwargs = ctx.config.diffusion.unet.model_dump(mode="json")
     if kwargs["context_dim"] is None:
         raise ValueError("train_t2v: diffusion.unet.context_dim is null; set it to the text encoder's width")
-    text_folder = str(t2v.text_encoder or t2v.stable_diffusion)
+    text_folder = text_encoder_folder(t2v, ctx.out_dir)
     width = TextEncoder.from_folder(text_folder).width  # fails here, naming the folder, if absent
     if width != kwargs["context_dim"]:
         raise ValueError(
@@ -58,6 +73,10 @@ def run(ctx: StageContext) -> dict:
             f"{kwargs['context_dim']}; set diffusion.unet.context_dim={width}"
         )
     print(f"[{ctx.name}] {describe_unet(kwargs, DiffusionTask(kind='uncond', frames=t2v.frames))}")
+    decoder = {
+        "kind": VIDEO_AUTOENCODER if own_latents else SD_VAE,
+        "path": cache["outputs"]["autoencoder"] if own_latents else str(t2v.stable_diffusion),
+    }
     loop_config = {
         "unet": kwargs,
         "schedule": ctx.config.diffusion.schedule.model_dump(),
@@ -70,7 +89,7 @@ def run(ctx: StageContext) -> dict:
         "freeze_spatial": t2v.freeze_spatial,
         "text_encoder": text_folder,
         "unet_weights": sd_unet_weights(t2v),
-        "stable_diffusion": str(t2v.stable_diffusion),
+        "decoder": decoder,
         "train_shards": train_shards,
         "heldout_shards": heldout_shards,
         "scale": cache["outputs"]["scale"],
@@ -88,11 +107,47 @@ def run(ctx: StageContext) -> dict:
         "final_loss": state.get("final_loss"),
         "initialised_from": loop_config["unet_weights"],
         "text_encoder": text_folder,
-        "autoencoder": str(t2v.stable_diffusion),
+        "autoencoder": decoder["path"],
+        "decoder": decoder,
+        "latent_shape": latent_shape(train_shards, t2v.frames),
         "scale": cache["outputs"]["scale"],
         "shift": cache["outputs"]["shift"],
         "guidance_scale": t2v.guidance_scale,
     }
+
+
+def text_encoder_folder(t2v, out_dir: str) -> str:
+    """`t2v.text_encoder`, else a frozen random CLIP built in the stage folder (`random_text_encoder`),
+    else the SD folder's text_encoder/ + tokenizer/."""
+    if t2v.text_encoder is not None:
+        return str(t2v.text_encoder)
+    if t2v.random_text_encoder is not None:
+        from lvdm.random_clip import write_random_clip
+
+        if storage.is_uri(out_dir):
+            raise ValueError(
+                "t2v.random_text_encoder is built in the stage folder, which must be local; on a "
+                f"workdir at {out_dir} give t2v.text_encoder (a CLIP folder every worker can read)"
+            )
+        folder = Path(storage.join(out_dir, RANDOM_TEXT_ENCODER))
+        if not folder.is_dir():  # built whole under another name, then renamed; the same on a rerun
+            options = t2v.random_text_encoder
+            partial = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_random_clip(partial, options.width, options.layers, options.heads, options.seed)
+            partial.rename(folder)
+        return str(folder)
+    if t2v.stable_diffusion is None:
+        raise ValueError("train_t2v: set t2v.text_encoder, t2v.random_text_encoder or t2v.stable_diffusion")
+    return str(t2v.stable_diffusion)
+
+
+def latent_shape(shards: list[str], frames: int) -> list[int]:
+    """`c t h w` of one training window: what a sampler of this model draws."""
+    from data_prep.captioned_latents import captioned_window_loader
+
+    batch = next(iter(captioned_window_loader(shards, frames=frames, batch_size=1, batches_per_epoch=1)))
+    return list(batch.latents.shape[1:])
 
 
 def sd_unet_weights(t2v) -> str | None:
@@ -100,7 +155,7 @@ def sd_unet_weights(t2v) -> str | None:
     if t2v.unet_weights is not None:
         return str(t2v.unet_weights)
     folder = t2v.stable_diffusion
-    return str(folder) if (folder / DIFFUSERS_UNET_WEIGHTS).is_file() else None
+    return str(folder) if folder is not None and (folder / DIFFUSERS_UNET_WEIGHTS).is_file() else None
 
 
 def build_network(cfg: dict) -> UNet3D:
@@ -149,7 +204,7 @@ def _train_loop(cfg: dict) -> None:
     last: dict[str, float] = {}
 
     def step(batch, global_step: int) -> dict[str, float]:
-        logs = trainer.step((batch.latents + shift) * scale, text.encode(batch.captions), global_step)
+        logs = trainer.step(normalise(batch.latents, scale, shift), text.encode(batch.captions), global_step)
         buckets.add(trainer.last_timesteps, trainer.last_losses)
         last.update(logs)
         return logs
@@ -182,7 +237,7 @@ def _train_loop(cfg: dict) -> None:
 
 
 class Previewer:
-    """Rank 0's previews: held-out captions sampled with guidance, decoded by SD's VAE, logged as mp4."""
+    """Rank 0's previews: held-out captions sampled with guidance, decoded, logged as mp4 + their captions."""
 
     def __init__(self, cfg: dict, session, text: TextEncoder, null_context: torch.Tensor) -> None:
         from data_prep.captioned_latents import captioned_window_loader
@@ -203,7 +258,7 @@ class Previewer:
         self.captions = batch.captions
         self.context = text.encode(self.captions)
         self.shape = tuple(batch.latents.shape)
-        self.autoencoder = FrameAutoencoder.from_folder(cfg["stable_diffusion"]).to(session.device).eval()
+        self.decode = load_decoder(cfg["decoder"]["kind"], cfg["decoder"]["path"], session.device)
 
     @torch.no_grad()
     def __call__(self, network: torch.nn.Module, step: int) -> dict[str, float]:
@@ -218,7 +273,7 @@ class Previewer:
             generator=torch.Generator(self.session.device).manual_seed(step),
             device=self.session.device,
         )
-        video = self.autoencoder.decode(sample / self.cfg["scale"] - self.cfg["shift"]).clamp(-1, 1)
+        video = self.decode(denormalise(sample, self.cfg["scale"], self.cfg["shift"])).clamp(-1, 1)
         frames = rearrange(video, "b c t h w -> t (b h) w c")
         frames = ((frames.float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
         name = f"t2v_step{step:07d}"
@@ -235,6 +290,7 @@ STAGE = Stage(
     name="train_t2v",
     run=run,
     sections=("diffusion", "t2v"),
-    inputs=("cache_t2v_latents",),
+    # SD's latents (the paper's §5 model) or the pipeline's own video autoencoder's.
+    one_of=(("cache_t2v_latents", "cache_latents"),),
     description="text-to-video latent diffusion (LVDM §5): SD-initialised UNet, frozen CLIP text",
 )

@@ -22,9 +22,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -302,10 +303,8 @@ def load_frames(
     if video.kind == "file":
         # A stored video is fetched whole (a few MB) by decode_video and decoded from memory.
         decoded = decode_video(location, indices, budget=budget)
-        if "span_s" in video.meta and indices is None:
+        if indices is None:
             # A clip of a longer video (data_prep/sources/captioned_table.py): keep its span.
-            from data_prep.sources.captioned_table import trim_to_span  # it imports this module
-
             return trim_to_span(decoded, video.meta, location)
         return decoded
     if video.kind == "frames":
@@ -373,3 +372,22 @@ def _select(frames: np.ndarray, indices: Sequence[int] | None, fps: float, name:
     if bad:
         raise SkipSample(f"{name}: frame indices {bad[:3]} outside a video of {len(frames)} frames")
     return DecodedVideo(frames=frames[list(indices)], fps=fps, num_frames=len(frames))
+
+
+def trim_to_span(decoded: DecodedVideo, meta: Mapping, name: str) -> DecodedVideo:
+    """The frames of `decoded` inside `meta["span_s"]` = [start, end) seconds (all without a span).
+
+    A source that lists clips of longer videos (data_prep/sources/captioned_table.py) puts the
+    span in the meta; `load_frames` keeps only its frames.
+    """
+    if "span_s" not in meta:
+        return decoded
+    start, end = meta["span_s"]
+    first = math.ceil(start * decoded.fps)
+    stop = min(math.ceil(end * decoded.fps), len(decoded.frames))
+    if first >= stop:
+        raise SkipSample(
+            f"{name}: span {start}-{end} s holds no frame of a {len(decoded.frames)}-frame video "
+            f"at {decoded.fps} fps"
+        )
+    return DecodedVideo(np.ascontiguousarray(decoded.frames[first:stop]), decoded.fps, stop - first)

@@ -21,12 +21,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
-import numpy as np
 import pyarrow as pa
 
 from data_prep import storage
-from data_prep.decode import DecodedVideo
-from data_prep.skip import SkipSample
 from data_prep.sources.base import (
     DatasetLayoutError,
     Discovery,
@@ -133,18 +130,3 @@ def _parse_row(row: dict) -> dict | str:
         return f"start={start}, end={end}: need 0 <= start < end"
     # `span_s`, not start/end: Taichi's meta has frame-number start/end of its own.
     return entry | {"span_s": [start, end]}
-
-
-def trim_to_span(decoded: DecodedVideo, meta: Mapping, name: str) -> DecodedVideo:
-    """The frames of `decoded` inside `meta["span_s"]` = [start, end) seconds (all without a span)."""
-    if "span_s" not in meta:
-        return decoded
-    start, end = meta["span_s"]
-    first = math.ceil(start * decoded.fps)
-    stop = min(math.ceil(end * decoded.fps), len(decoded.frames))
-    if first >= stop:
-        raise SkipSample(
-            f"{name}: span {start}-{end} s holds no frame of a {len(decoded.frames)}-frame video "
-            f"at {decoded.fps} fps"
-        )
-    return DecodedVideo(np.ascontiguousarray(decoded.frames[first:stop]), decoded.fps, stop - first)

@@ -1,4 +1,4 @@
-"""The training target: ε-prediction with L_simple (paper §3.2), masked for §3.3.
+"""The training target: ε-prediction with L_simple (paper §3.2), masked for §3.3; or v.
 
 One function over the network, so the training loop reads `diffusion_loss(...).loss.backward()`
 and the schedule stays ignorant of the network (STYLE.md point 5).
@@ -16,6 +16,7 @@ from einops import rearrange
 
 from lvdm.diffusion.conditioning import conditional_latent_perturbation, masked_input
 from lvdm.diffusion.draws import standard_normal, uniform_integers
+from lvdm.diffusion.parameterisation import PREDICTIONS, v_target
 from lvdm.diffusion.schedule import NoiseSchedule
 
 LossType = Literal["l1", "l2"]
@@ -47,8 +48,10 @@ def diffusion_loss(
     loss_type: LossType = "l1",
     generator: torch.Generator | None = None,
     stride: torch.Tensor | None = None,
+    prediction: str = "eps",
 ) -> DiffusionLoss:
-    """Draw t ~ U[0, T) and ε ~ N(0, I), and score the network's ε̂(x_t, t) against ε.
+    """Draw t ~ U[0, T) and ε ~ N(0, I), and score the network's ε̂(x_t, t) against ε (or its
+    v̂ against v, `prediction="v"`).
 
     Without a mask, the network sees `x_t` (the unconditional model). With a mask, it sees
     `masked_input(x_t, z_s, mask)`: the masked frames hold x0 itself diffused to a level s
@@ -75,9 +78,14 @@ def diffusion_loss(
             that order, so a resumed run that restores it reproduces the same batch loss.
         stride: `(b,)` long, the latent stride of each window, for a stride-aware network
             (`UNet3D(max_stride=...)`; `strides.strided_windows` draws it); None: not passed.
+        prediction: what the network outputs, "eps" (scored against ε) or "v" (against
+            v = √ᾱ·ε − √(1−ᾱ)·x0; `parameterisation`). Passed explicitly: a DDP-wrapped
+            network hides its config.
     """
     if loss_type not in ("l1", "l2"):
         raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     if x0.ndim != 5:
         raise ValueError(f"x0 must be (b, c, t, h, w) latents, got shape {tuple(x0.shape)}")
     if not 0 <= max_noise_level <= schedule.timesteps:
@@ -96,7 +104,7 @@ def diffusion_loss(
     x_t = schedule.q_sample(x0, t, noise)
 
     if mask is None:
-        eps = model(x_t, t)
+        output = model(x_t, t)
         mask = torch.zeros(b, frames, dtype=torch.bool, device=device)
     else:
         if tuple(mask.shape) != (b, frames):
@@ -108,17 +116,20 @@ def diffusion_loss(
             s = uniform_integers(0, max_noise_level + 1, b, generator=generator, device=device)
             noise_s = standard_normal(x0.shape, generator=generator, device=device, dtype=x0.dtype)
             z_s = conditional_latent_perturbation(x0, s, schedule, noise_s)
-            eps = model(masked_input(x_t, z_s, mask), t, noise_level=s)
+            output = model(masked_input(x_t, z_s, mask), t, noise_level=s)
         else:
-            eps = model(masked_input(x_t, x0, mask), t)
+            output = model(masked_input(x_t, x0, mask), t)
 
-    if eps.shape != noise.shape:
-        raise ValueError(f"the model must return ε of x0's shape {tuple(x0.shape)}, got {tuple(eps.shape)}")
-    error = (eps - noise).abs() if loss_type == "l1" else (eps - noise).square()
-    target = rearrange(~mask, "b t -> b 1 t 1 1").to(error.dtype)
+    if output.shape != noise.shape:
+        raise ValueError(
+            f"the model must return ε (or v) of x0's shape {tuple(x0.shape)}, got {tuple(output.shape)}"
+        )
+    target = noise if prediction == "eps" else v_target(x0, noise, t, schedule)
+    error = (output - target).abs() if loss_type == "l1" else (output - target).square()
+    scored = rearrange(~mask, "b t -> b 1 t 1 1").to(error.dtype)
     elements_per_frame = error[:, :, 0].numel() // b
-    counted = target.sum(dim=(1, 2, 3, 4)) * elements_per_frame
-    per_example = (error * target).sum(dim=(1, 2, 3, 4)) / counted.clamp_min(1)
+    counted = scored.sum(dim=(1, 2, 3, 4)) * elements_per_frame
+    per_example = (error * scored).sum(dim=(1, 2, 3, 4)) / counted.clamp_min(1)
     has_target = (counted > 0).to(error.dtype)
     loss = (per_example * has_target).sum() / has_target.sum().clamp_min(1)
     return DiffusionLoss(loss=loss, per_example=per_example.detach(), t=t)

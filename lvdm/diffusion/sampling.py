@@ -22,6 +22,7 @@ from lvdm.diffusion.conditioning import (
     unconditional_guidance,
 )
 from lvdm.diffusion.draws import standard_normal
+from lvdm.diffusion.parameterisation import PREDICTIONS, as_eps_model, model_prediction
 from lvdm.diffusion.schedule import NoiseSchedule
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
@@ -69,8 +70,9 @@ def sample_latents(
     progress: bool = False,
     device: torch.device | str | None = None,
     stride: int | None = None,
+    prediction: str | None = None,
 ) -> torch.Tensor:
-    """Sample latents `(b, c, t, h, w)` of `shape` from `model` (ε-prediction), under no_grad.
+    """Sample latents `(b, c, t, h, w)` of `shape` from `model`, under no_grad.
 
     Conditioning (§3.3): with a mask the model sees `masked_input(x_t, z_s, mask)` at every
     step, where z_s is `z_cond` perturbed to level `noise_level` once per call (the same z_s
@@ -109,6 +111,8 @@ def sample_latents(
         device: where to sample; default z_cond's device, else the model's, else the CPU.
         stride: for a stride-aware network (`UNet3D(max_stride=...)`), the latent stride of the
             clip to sample: 1 for consecutive latents, the key stride for hierarchical keys.
+        prediction: what the model outputs, "eps" or "v" (`parameterisation`); default
+            `model.config.prediction`, "eps" for a callable without a config.
     """
     if sampler not in ("ddpm", "ddim", "dpmpp"):
         raise ValueError(f"sampler must be 'ddpm', 'ddim' or 'dpmpp', got {sampler!r}")
@@ -118,6 +122,11 @@ def sample_latents(
     conditional = mask is not None if conditional is None else conditional
     takes_noise_level = model_takes_noise_level(model) if takes_noise_level is None else takes_noise_level
     device = torch.device(device) if device is not None else _default_device(model, z_cond)
+    prediction = model_prediction(model) if prediction is None else prediction
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if prediction == "v":
+        model = as_eps_model(model, schedule)
     if stride is not None:
         # A 0-d tensor: the network broadcasts it over any batch, the guidance's doubled one too.
         model = functools.partial(model, stride=torch.tensor(stride, dtype=torch.long, device=device))

@@ -19,7 +19,6 @@ DEFAULT_HOME = "~/.cache/lvdm"
 HOME_ENV = "LVDM_HOME"
 
 
-
 class MissingWeightsError(FileNotFoundError):
     """A pretrained weights file is not where the loader looked for it."""
 

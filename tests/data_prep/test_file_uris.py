@@ -32,4 +32,7 @@ def test_the_cli_and_the_config_name_the_file_uri_and_the_fix(capsys):
     assert "names a host ('lvdm-work')" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"data.root: .*names a host \('nas'\).*\./nas/ucf101"):
         load_pipeline(PIPELINES / "ucf101.yaml", ["data.root=file://nas/ucf101"])
-    assert load_pipeline(PIPELINES / "ucf101.yaml", ["data.root=file:///data/ucf"]).data.root == "file:///data/ucf"
+    assert (
+        load_pipeline(PIPELINES / "ucf101.yaml", ["data.root=file:///data/ucf"]).data.root
+        == "file:///data/ucf"
+    )

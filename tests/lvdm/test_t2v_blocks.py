@@ -1,4 +1,4 @@
-"""lvdm/t2v_blocks.py: the release's text-to-video UNet layout, and temporal layers that start as identity."""
+"""The text-to-video blocks of lvdm/unet.py: the release's T2V UNet, temporal layers starting as identity."""
 
 from __future__ import annotations
 

@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from lvdm.attention import Attention
-from lvdm.unet import (
-    ResBlock,
-    SelfAttentionBlock,
-    SpaceTimeAttention,
-    UNet3D,
-    UNet3DConfig,
-    init_from_unconditional,
-)
+from lvdm.unet import UNet3D, UNet3DConfig, init_from_unconditional
+from lvdm.unet_blocks import ResBlock, SelfAttentionBlock, SpaceTimeAttention
 from tests.lvdm.conftest import TINY_UNET as TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -182,6 +176,8 @@ def test_constructor_takes_exactly_the_config_fields_and_yaml_lists():
         ({"norm_groups": 6}, "norm_groups"),
         ({"num_heads": 3}, "num_heads"),
         ({"attention_resolutions": (4,)}, "attention_resolutions"),
+        ({"temporal_attention_resolutions": (4,)}, "temporal_attention_resolutions"),
+        ({"temporal_attention_resolutions": (2,)}, "temporal_attention_resolutions repeats"),
     ],
 )
 def test_invalid_config_names_the_key(override, key):
@@ -192,3 +188,29 @@ def test_invalid_config_names_the_key(override, key):
 def test_spatial_size_not_divisible_is_a_clear_error():
     with pytest.raises(ValueError, match="divisible by 2"):
         UNet3D(**TINY)(torch.randn(1, 4, 2, 6, 7), torch.tensor([0]))
+
+
+def _frame_reach(model: UNet3D) -> float:
+    """How much the last frame's output at full resolution moves when only the first frame's
+    input is mirrored, through the top level's block alone (its output is the skip the decoder's
+    last block takes). Without temporal attention only the GroupNorm statistics, which span t,
+    carry anything across frames."""
+    top = model.input_blocks[1]
+    x = torch.randn(1, TINY["model_channels"], 4, 8, 8)
+    moved = x.clone()
+    moved[:, :, 0] = x[:, :, 0].flip(-1)
+    emb = torch.zeros(1, model.config.time_embed_dim)
+    with torch.no_grad():
+        return float((top(moved, emb, None, False) - top(x, emb, None, False))[:, :, -1].abs().max())
+
+
+def test_temporal_attention_only_levels_let_frames_see_each_other():
+    """Frame-wise convolutions never mix time: without attention a level's last frame barely
+    notices the first (measured 0.02-0.04 against 0.15-0.24 with it, seeds 0-2); with
+    `temporal_attention_resolutions` it reads it, and no spatial attention is added."""
+    plain = randomised(UNet3D(**{**TINY, "attention_resolutions": (2,)}))
+    timed = randomised(UNet3D(**{**TINY, "temporal_attention_resolutions": (1,)}))
+    assert _frame_reach(timed) > 3 * _frame_reach(plain)
+    added = [m for m in timed.input_blocks[1] if isinstance(m, SelfAttentionBlock)]
+    assert len(added) == 1 and not any(isinstance(m, SpaceTimeAttention) for m in timed.input_blocks[1])
+    assert set(plain.state_dict()) < set(timed.state_dict())

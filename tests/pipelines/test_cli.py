@@ -49,6 +49,7 @@ def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow
     workdir = tmp_path / "work"
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.setenv(name, "")  # the run sets them from the URI; undone after the test
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)  # the run sets it
     # Basic-auth credentials in the URI (this server ignores them) are used, never recorded.
     with_credentials = mlflow_server.url.replace("http://", "http://alice:s3cr3t@")
     argv = [
@@ -58,11 +59,16 @@ def test_runs_are_recorded_on_a_real_mlflow_server(ray_cluster, tmp_path, mlflow
         *_sets(TINY_DEMO + [f"mlflow.tracking_uri={with_credentials}"]),
     ]
     assert main(argv) == 0
-    assert "s3cr3t" not in "".join(capsys.readouterr())
+    printed = "".join(capsys.readouterr())
+    assert "s3cr3t" not in printed
     [run] = (workdir / "runs").iterdir()
     assert "s3cr3t" not in (run / "run.json").read_text() + (run / "config.yaml").read_text()
     client = MlflowClient(mlflow_server.url)
     experiment = client.get_experiment_by_name("demo")
+    # The link given opens the Model training view (MLflow 3.17 reads the URL, not the kind tag);
+    # MLflow's own "View run at" links, which open the GenAI view, are not printed.
+    link = f"{mlflow_server.url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    assert f"MLflow: {link}" in printed and "View run" not in printed, printed
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

@@ -116,6 +116,11 @@ def test_autoencoder_cross_field_errors_surface_when_the_yaml_is_read(overrides,
             ["latent frames are 16x16", "downsampling 32", "diffusion.unet.channel_mult"],
         ),
         (["diffusion.unet.norm_groups=5"], ["diffusion.unet", "norm_groups=5"]),
+        (["diffusion.unet.prediction=x0"], ["diffusion.unet.prediction", "'eps'", "'v'"]),
+        (
+            ["diffusion.unet.temporal_attention_resolutions=[2]"],
+            ["temporal_attention_resolutions", "repeats [2]"],
+        ),
     ],
 )
 def test_diffusion_cross_field_errors_surface_when_the_yaml_is_read(overrides, names):

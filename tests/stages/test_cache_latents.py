@@ -60,6 +60,30 @@ def _tiny_video_shards(folder: Path) -> list[tuple[str, str]]:
     return [*sources, ("train", str(folder / "train-000009.tar"))]
 
 
+def test_decoding_runs_in_its_own_tasks_and_asks_for_them_without_deprecated_arguments(
+    ray_cluster, tmp_path, capsys
+):
+    """Ray Data fuses maps with equal resource requests: the decode tasks' own request keeps them
+    apart from the CPU encoder actors, and it is given the supported way (no RayDeprecationWarning,
+    which `ray_remote_args_fn` raised: gone in Ray 2.64)."""
+    import warnings
+
+    from ray.util.annotations import RayDeprecationWarning
+
+    from stages.cache_latents_stream import streaming_dataset
+
+    jobs = [{"split": "train", "src": str(tmp_path / f"train-00000{i}.tar")} for i in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RayDeprecationWarning)
+        settings = {"batch_size": 2, "precision": "fp32", "use_gpu": False, "concurrency": 1}
+        dataset = streaming_dataset(jobs, "unused.pt", frames=8, stride=1, **settings)
+    capsys.readouterr()
+    dataset.explain()  # plans only: nothing runs
+    optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+    assert "TaskPoolMapOperator[FlatMap(DecodeShard)]" in optimized, optimized
+    assert "ActorPoolMapOperator[Map(EncodeVideos)]" in optimized, optimized
+
+
 @pytest.mark.slow  # ~10 s of Ray Data start-up on 2 cores (60 s on a loaded box)
 def test_the_ray_data_engine_writes_the_task_engines_files_bit_for_bit(ray_cluster, tmp_path):
     from pipelines.config import CacheLatentsSection

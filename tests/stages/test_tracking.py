@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.config import load_pipeline
+from pipelines.generate_cli import print_outputs
 from pipelines.run_record import RunRecord
 from pipelines.runner import PipelineError, run_pipeline
 from stages import tracking
@@ -81,6 +82,24 @@ def test_the_experiment_opens_in_mlflows_model_training_view(store, tmp_path):
     picked = client.create_experiment("picked", tags={"mlflow.experimentKind": "genai_development"})
     tracking.ensure_experiment(uri, "picked", tmp_path)
     assert client.get_experiment(picked).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_links_open_the_model_training_view_without_credentials(store, capsys):
+    uri, experiment = store
+    query = "?workflowType=machine_learning"
+    local = f"http://127.0.0.1:5000/#/experiments/{experiment}{query}"
+    assert tracking.ui_link(uri, experiment) == local
+    embedded = f"mlflow ui --backend-store-uri {uri}, then open {local}"
+    assert tracking.where_to_look(uri, experiment) == embedded
+    server = "https://alice:s3cr3t@mlflow.example.org:8443/"
+    assert tracking.ui_link(server, "7") == f"https://mlflow.example.org:8443/#/experiments/7{query}"
+    assert tracking.ui_link("databricks", "7") is None
+    # What `lvdm run` / `lvdm generate` print last, from the run's record.
+    record = RunRecord(run_id="r1", pipeline="demo.yaml", name="demo", workdir="/unused")
+    record.mlflow_tracking_uri, record.mlflow_experiment_id = uri, experiment
+    record.mlflow_parent_run_id = "p1"
+    print_outputs(record)
+    assert capsys.readouterr().out == f"MLflow: {embedded}  (parent run p1)\n"
 
 
 def test_a_stage_whose_mlflow_runs_were_deleted_resumes_in_new_runs_keeping_its_chunks(

@@ -1,0 +1,138 @@
+"""Stage `sample_t2v`: videos of the trained text-to-video model for each prompt of `sample.prompts`.
+
+For every prompt, `sample.videos` videos (seeded by `sample.seed`): latents drawn with
+classifier-free guidance at the training stage's `guidance_scale` (one batched forward per
+step, `lvdm.diffusion.text_guidance`), decoded by the model's own decoder (SD's VAE per frame
+or the pipeline's video autoencoder, `stages.t2v_model`), written as H.264 mp4 plus one
+contact sheet per prompt (a row per video, a column per frame). In MLflow each prompt's files
+sit under an artifact folder named after the prompt (`videos/a_red_circle_moving_left/`) and
+the prompts are params (`prompt.000`, ...), so a preview always says what it was asked for.
+The work runs in one Ray task (a GPU one with `sample.use_gpu`); a rerun redoes it whole.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from data_prep import storage
+from data_prep.encode import write_mp4
+from stages import tracking
+from stages.cluster_check import check_tasks
+from stages.contract import Stage, StageContext
+from stages.ray_session import ensure_ray, task_device
+
+RECORD = "samples.json"
+
+
+def run(ctx: StageContext) -> dict:
+    section = ctx.config.sample
+    prompts = list(section.prompts)
+    print(f"[sample_t2v] {section.videos} videos for each of {len(prompts)} prompts")
+    ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
+    check_tasks("sample_t2v", f"sample.use_gpu={section.use_gpu}", {"CPU": 1, "GPU": int(section.use_gpu)})
+    options = {
+        "videos": section.videos,
+        "fps": section.fps,
+        "seed": section.seed,
+        "max_batch": section.max_batch,
+        "schedule": ctx.config.diffusion.schedule.model_dump(),
+        "sampling": ctx.config.sampling.model_dump(),
+    }
+    task = _sample_task.options(num_gpus=1 if section.use_gpu else 0)
+    record = ray.get(task.remote(ctx.out_dir, ctx.inputs["train_t2v"], prompts, options))
+
+    tracking.log_params(ctx.tracking, {"prompt": {f"{i:03d}": p for i, p in enumerate(prompts)}})
+    for prompt, entry in record["prompts"].items():
+        folder = prompt_slug(prompt)
+        for video in entry["videos"]:
+            tracking.log_artifact(ctx.tracking, storage.join(ctx.out_dir, video), f"videos/{folder}")
+        tracking.log_artifact(
+            ctx.tracking, storage.join(ctx.out_dir, entry["contact_sheet"]), "contact_sheets"
+        )
+    tracking.log_metrics(ctx.tracking, {"seconds_per_video": record["seconds_per_video"]}, 0)
+    print(f"[sample_t2v] {record['seconds_per_video']:.2f} s per video; in {ctx.out_dir}")
+    return record
+
+
+def prompt_slug(prompt: str) -> str:
+    """A file and artifact name that reads as the prompt: `a_red_circle_moving_left`."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", prompt).strip("_")[:120] or "empty_prompt"
+
+
+@ray.remote(num_cpus=1)
+def _sample_task(out_dir: str, train_manifest: dict, prompts: list[str], options: dict) -> dict:
+    device = task_device()
+    with storage.staged_folder(out_dir, last=(RECORD,)) as folder:
+        return sample_prompts(folder, train_manifest, prompts, device=device, **options)
+
+
+def sample_prompts(
+    out_dir: Path,
+    train_manifest: dict,
+    prompts: list[str],
+    *,
+    videos: int,
+    fps: float,
+    seed: int,
+    max_batch: int,
+    schedule: dict,
+    sampling: dict,
+    device: torch.device,
+) -> dict:
+    """`videos` videos per prompt into the local folder `out_dir` (mp4 + a contact sheet per prompt),
+    then the record `samples.json`; plain, no Ray."""
+    from lvdm.long_video import to_uint8_frames
+    from stages.diffusion_stage import schedule_of
+    from stages.sample import write_contact_sheet
+    from stages.t2v_model import TextVideoModel
+
+    model = TextVideoModel.load(train_manifest, device)
+    generator = torch.Generator(device).manual_seed(seed)
+    started = time.perf_counter()
+    asked = [prompt for prompt in prompts for _ in range(videos)]
+    frames = []
+    for start in range(0, len(asked), max_batch):
+        video = model.sample(
+            asked[start : start + max_batch], schedule_of(schedule), sampling, generator=generator
+        )
+        frames.append(to_uint8_frames(video).numpy())  # b t h w c
+    frames = np.concatenate(frames)
+    seconds = time.perf_counter() - started
+    record: dict = {
+        "prompts": {},
+        "guidance_scale": model.guidance_scale,
+        "fps": fps,
+        "videos_per_prompt": videos,
+    }
+    for i, prompt in enumerate(prompts):
+        slug = prompt_slug(prompt)
+        clips = frames[i * videos : (i + 1) * videos]
+        paths = [out_dir / "videos" / f"{i:03d}-{slug}" / f"video-{k:03d}.mp4" for k in range(videos)]
+        for path, clip in zip(paths, clips, strict=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mp4(path, clip, fps=fps)
+        sheet = out_dir / "contact_sheets" / f"{i:03d}-{slug}.png"
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        write_contact_sheet(sheet, list(np.moveaxis(clips, 1, 0)))  # columns: frames; rows: videos
+        record["prompts"][prompt] = {
+            "videos": [str(p.relative_to(out_dir)) for p in paths],
+            "contact_sheet": str(sheet.relative_to(out_dir)),
+        }
+    record["seconds_per_video"] = seconds / len(asked)
+    storage.write_json(out_dir / RECORD, record)
+    return record
+
+
+STAGE = Stage(
+    name="sample_t2v",
+    run=run,
+    sections=("sample", "sampling"),
+    inputs=("train_t2v",),
+    description="text-to-video samples for each of sample.prompts: mp4 + contact sheets, named by prompt",
+)

@@ -1,0 +1,90 @@
+"""pipelines/bouncing_shapes_t2v.yaml: the synthetic text-control demo, its config and its DAG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from data_prep.sources.synthetic import is_heldout, parse_caption
+from pipelines.config import ConfigError, SampleSection, SyntheticConfig, load_pipeline
+from pipelines.runner import PipelineError, plan, run_pipeline
+from tests.conftest import PIPELINES
+
+DEMO = PIPELINES / "bouncing_shapes_t2v.yaml"
+
+
+def test_demo_trains_t2v_on_its_own_latents_and_prompts_only_held_out_combinations() -> None:
+    config = load_pipeline(DEMO)
+    inputs = {stage.name: stage.inputs for stage in plan(config)}
+    assert inputs["train_t2v"] == ("cache_latents",)
+    assert inputs["evaluate_t2v"] == ("sample_t2v", "shard")
+    assert config.t2v.random_text_encoder.width == config.diffusion.unet.context_dim
+    assert len(config.sample.prompts) == 8
+    assert all(is_heldout(*obj) for prompt in config.sample.prompts for obj in parse_caption(prompt))
+
+
+def test_train_t2v_needs_exactly_one_latent_source() -> None:
+    for stages in (["shard", "train_t2v"], ["shard", "train_autoencoder", "cache_latents", "train_t2v"]):
+        config = load_pipeline(DEMO, [f"stages={json.dumps(stages)}"])
+        if "cache_latents" in stages:
+            assert plan(config)[-1].inputs == ("cache_latents",)
+        else:
+            with pytest.raises(
+                PipelineError, match=r"needs exactly one of \['cache_t2v_latents', 'cache_latents'\]"
+            ):
+                plan(config)
+
+
+def test_new_options_leave_existing_cache_keys_alone() -> None:
+    """Unset, `sample.prompts` and `synthetic.caption_shapes` are not hashed: no stage of the
+    existing pipelines reruns because they exist."""
+    assert "prompts" not in SampleSection().hashed()
+    assert "caption_shapes" not in SyntheticConfig().hashed()
+    assert SampleSection(prompts=("a red circle moving left",)).hashed()["prompts"] == [
+        "a red circle moving left"
+    ]
+
+
+def test_sample_t2v_without_prompts_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="sample_t2v needs sample.prompts"):
+        load_pipeline(DEMO, ["sample.prompts=[]"])
+
+
+@pytest.mark.slow
+def test_demo_dag_runs_and_reports_text_alignment(ray_cluster, tmp_path: Path) -> None:
+    """The whole DAG at a few steps: the path, not the model's quality (the README has that)."""
+    config = load_pipeline(
+        DEMO,
+        [
+            "data.synthetic.videos={train: 16, test: 8}",
+            "autoencoder.train.steps=4",
+            "autoencoder.loss.disc_start=3",
+            "autoencoder.train.normalisation_clips=4",
+            "t2v.train.steps=2",
+            "t2v.train.checkpoint_every=2",
+            "t2v.train.preview_every=2",
+            "sampling.steps=2",
+            "sample.videos=1",
+            "sample.prompts=[a red circle moving left, an orange square moving left]",
+            "evaluate.real_clips=4",
+            "ray.num_cpus=2",
+        ],
+    )
+    record = run_pipeline(config, tmp_path / "work", str(DEMO), echo=lambda *_: None)
+    assert {s.status for s in record.stages.values()} == {"done"}
+
+    evaluation = json.loads((Path(record.stages["evaluate_t2v"].output) / "manifest.json").read_text())
+    alignment = evaluation["outputs"]["text_alignment"]
+    assert alignment["videos"] == 2 and set(alignment) >= {"colour", "shape", "direction", "all"}
+    assert evaluation["outputs"]["real_clips"]["all"] == 1.0  # the detector on the held-out test clips
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    sample_run = client.get_run(record.stages["sample_t2v"].mlflow_run_id)
+    assert sample_run.data.params["prompt.000"] == "a red circle moving left"
+    folders = [item.path for item in client.list_artifacts(sample_run.info.run_id, "videos")]
+    assert folders == ["videos/a_red_circle_moving_left", "videos/an_orange_square_moving_left"]
+    evaluate_run = client.get_run(record.stages["evaluate_t2v"].mlflow_run_id)
+    assert evaluate_run.data.metrics["text_alignment/colour"] == alignment["colour"]
