@@ -48,9 +48,15 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
     out = args.out or storage.join(args.workdir, "samples", f"{record.run_id}-t2v-seed{args.seed}.mp4")
     with storage.staged_folder(storage.parent(storage.absolute(out))) as folder:
         write_mp4(folder / storage.name(out), pixels, fps=config.sample.fps)
-        about = {"prompt": args.prompt, "guidance_scale": scale, "frames": frames, "seed": args.seed}
+        about = {
+            "prompt": args.prompt,
+            "guidance_scale": scale,
+            "frames": len(pixels),
+            "latent_frames": frames,
+            "seed": args.seed,
+        }
         (folder / (storage.name(out).rsplit(".", 1)[0] + ".json")).write_text(json.dumps(about, indent=1))
-    print(f"wrote {out} ({frames} frames, guidance {scale}, run {record.run_id}): {args.prompt!r}")
+    print(f"wrote {out} ({len(pixels)} frames, guidance {scale}, run {record.run_id}): {args.prompt!r}")
     return 0
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from data_prep.decode import decode_video
 from data_prep.sources.synthetic import is_heldout, parse_caption
+from pipelines.cli import main
 from pipelines.config import ConfigError, SampleSection, SyntheticConfig, load_pipeline
 from pipelines.runner import PipelineError, plan, run_pipeline
 from tests.conftest import PIPELINES
@@ -88,3 +90,21 @@ def test_demo_dag_runs_and_reports_text_alignment(ray_cluster, tmp_path: Path) -
     assert folders == ["videos/a_red_circle_moving_left", "videos/an_orange_square_moving_left"]
     evaluate_run = client.get_run(record.stages["evaluate_t2v"].mlflow_run_id)
     assert evaluate_run.data.metrics["text_alignment/colour"] == alignment["colour"]
+
+    # `lvdm sample --prompt` on the same run: an mp4 of the decoded frames and a record of them.
+    out = tmp_path / "red.mp4"
+    code = main(
+        [
+            "sample",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--prompt",
+            "a red circle moving left",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    about = json.loads(out.with_suffix(".json").read_text())
+    frames = decode_video(out.read_bytes()).frames
+    assert about["frames"] == len(frames) == about["latent_frames"] * config.autoencoder.model.ft
