@@ -35,6 +35,7 @@ from lvdm.autoencoder import denormalise, normalise
 from lvdm.continuation import continue_latents
 from lvdm.diffusion.conditioning import masked_input
 from lvdm.diffusion.parameterisation import as_eps_model, model_prediction
+from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.long_video import SamplingSettings, to_uint8_frames
 from stages.autoencoder_file import load_autoencoder
@@ -53,6 +54,12 @@ def main() -> None:
     parser.add_argument("--latents", type=int, default=48, help="latents per rollout (2 frames each)")
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--clips", type=int, default=32, help="held-out clips of the position check")
+    parser.add_argument(
+        "--start-eta",
+        type=float,
+        help="start each video with a clip of the run's unconditional network at this DDIM η "
+        "(as the pipeline's long videos start) instead of a real latent",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,6 +72,8 @@ def main() -> None:
     latents, metas = _heldout(cache, max(args.videos, args.clips))
     clips = [(meta, render(meta)) for meta in metas[: args.clips]]
     given = normalise(latents[: args.videos, :, :1], scale, shift)
+    if args.start_eta is not None:
+        given = _unconditional_start(stages, args.videos, given.shape, args.start_eta)
     real = [window_appearance(render(meta)[:WINDOW], window=WINDOW)[0] for meta in metas[: args.videos]]
     print("real first window:", _means(real), flush=True)
 
@@ -85,16 +94,19 @@ def main() -> None:
         )
         stride = 1 if prediction.config.max_stride else None
         with torch.no_grad():
-            video = continue_latents(
+            # Conditioned on the last latent of the start, as the long-video loop is.
+            head, last = given[:, :, :-1], given[:, :, -1:]
+            continued = continue_latents(
                 prediction,
-                given,
+                last,
                 schedule,
                 clip=clip_latents,
-                latents=args.latents,
+                latents=args.latents - head.shape[2],
                 sampling=sampling,
                 generator=torch.Generator().manual_seed(0),
                 stride=stride,
             )
+            video = torch.cat([head, continued], dim=2)
             frames = _decode(autoencoder, denormalise(video, scale, shift), clip_latents)
             positions = position_check(
                 prediction,
@@ -167,6 +179,22 @@ def latents_per_window(video: torch.Tensor, window: int) -> list[tuple[float, fl
             )
         )
     return out
+
+
+def _unconditional_start(stages: Path, videos: int, shape: torch.Size, eta: float) -> torch.Tensor:
+    """A clip of `temporal_length` latents per video from the run's unconditional network
+    (DDIM 10 at `eta`): the pipeline's autoregressive videos start this way."""
+    unconditional, _ = load_unet(_one(stages, "train_uncond-*/unet.pt"))
+    _, c, _, h, w = shape
+    clip = (videos, c, unconditional.config.temporal_length, h, w)
+    return sample_latents(
+        unconditional,
+        clip,
+        NoiseSchedule.linear(),
+        steps=10,
+        eta=eta,
+        generator=torch.Generator().manual_seed(1),
+    )
 
 
 def _decode(autoencoder, latents: torch.Tensor, clip_latents: int) -> np.ndarray:
