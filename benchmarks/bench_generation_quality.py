@@ -46,17 +46,17 @@ from stages.unet_file import save_unet
 FRAMES, RESOLUTION, CLIP = 24, 32, 8  # the demo's videos and autoencoder clips
 
 
+def synthetic_metas(count: int, split: int) -> list[dict]:
+    """The demo source's videos `(seed 0, split, index)`: their trajectories and shapes."""
+    return [
+        {"resolution": RESOLUTION} | simulate(np.random.default_rng([0, split, i]), FRAMES, RESOLUTION, 3)
+        for i in range(count)
+    ]
+
+
 def synthetic_videos(count: int, split: int) -> np.ndarray:
-    """`n t h w c` uint8: the demo source's videos `(seed 0, split, index)`."""
-    return np.stack(
-        [
-            render(
-                {"resolution": RESOLUTION}
-                | simulate(np.random.default_rng([0, split, i]), FRAMES, RESOLUTION, 3)
-            )
-            for i in range(count)
-        ]
-    )
+    """`n t h w c` uint8: the frames of `synthetic_metas`."""
+    return np.stack([render(meta) for meta in synthetic_metas(count, split)])
 
 
 @torch.no_grad()
@@ -252,13 +252,7 @@ def positions(args, trainer: DiffusionTrainer, autoencoder, scale, shift, stride
     position error in pixels (and the fraction of shapes found by colour) at +4/+8/+16 frames,
     for the prediction (s = 100, w = 0.1, DDIM η = 0, as the reference run samples) and a
     still frame."""
-    clips = [
-        (meta, render(meta))
-        for meta in (
-            {"resolution": RESOLUTION} | simulate(np.random.default_rng([0, 1, i]), FRAMES, RESOLUTION, 3)
-            for i in range(32)
-        )
-    ]
+    clips = [(meta, render(meta)) for meta in synthetic_metas(32, split=1)]
     sampling = SamplingSettings(
         steps=int(args.sample_steps.split(",")[0]), eta=0.0, noise_level=100, guidance_weight=0.1
     )

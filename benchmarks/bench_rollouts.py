@@ -23,20 +23,21 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from data_prep.appearance import window_appearance
+from data_prep.shard_writer import read_shard
 from data_prep.sources.shapes import render
 from lvdm.autoencoder import denormalise, normalise
 from lvdm.continuation import continue_latents
 from lvdm.diffusion.conditioning import masked_input
-from lvdm.diffusion.parameterisation import as_eps_model, model_prediction
+from lvdm.diffusion.parameterisation import as_eps_model
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
+from lvdm.latent_stats import WindowedLatentStats
 from lvdm.long_video import SamplingSettings, to_uint8_frames
 from stages.autoencoder_file import load_autoencoder
 from stages.position_check import position_check
@@ -154,7 +155,7 @@ def given_frame_gain(
         for given in (False, True):
             mask = torch.zeros(b, frames, dtype=torch.bool)
             mask[:, 0] = given
-            eps = as_eps(prediction, schedule)(
+            eps = as_eps_model(prediction, schedule)(
                 masked_input(x_t, windows, mask), t, noise_level=torch.zeros(b, dtype=torch.long), **stride
             )
             x0 = schedule.predict_x0(x_t, t, eps)
@@ -163,22 +164,15 @@ def given_frame_gain(
     return errors
 
 
-def as_eps(prediction: torch.nn.Module, schedule: NoiseSchedule):
-    return as_eps_model(prediction, schedule) if model_prediction(prediction) == "v" else prediction
-
-
 def latents_per_window(video: torch.Tensor, window: int) -> list[tuple[float, float]]:
-    """Per window of `window` latents: mean over channels of |channel mean| and of channel std."""
-    out = []
-    for start in range(0, video.shape[2] - window + 1, window):
-        part = video[:, :, start : start + window].float()
-        out.append(
-            (
-                round(float(part.mean(dim=(0, 2, 3, 4)).abs().mean()), 2),
-                round(float(part.std(dim=(0, 2, 3, 4)).mean()), 2),
-            )
-        )
-    return out
+    """Per window of `window` latents (`lvdm.latent_stats`, as the sample stage records them):
+    mean over channels of |channel mean| and of channel std."""
+    stats = WindowedLatentStats(window)
+    stats.add(video)
+    return [
+        (round(float(np.mean(np.abs(w["mean"]))), 2), round(float(np.mean(w["std"])), 2))
+        for w in stats.windows()
+    ]
 
 
 def _unconditional_start(stages: Path, videos: int, shape: torch.Size, eta: float) -> torch.Tensor:
@@ -226,14 +220,11 @@ def _heldout(cache: Path, count: int) -> tuple[torch.Tensor, list[dict]]:
     """Latents `(n c l h w)` and metadata of the first `count` videos of the cache's test split."""
     latents, metas = [], []
     for shard in sorted(cache.glob("test-*.tar")):
-        with tarfile.open(shard) as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            for name in sorted(n for n in members if n.endswith(".npy")):
-                stem = name[: -len(".npy")]
-                latents.append(np.load(io.BytesIO(tar.extractfile(members[name]).read())).astype(np.float32))
-                metas.append(json.loads(tar.extractfile(members[f"{stem}.json"]).read()))
-                if len(latents) == count:
-                    return torch.from_numpy(np.stack(latents)), metas
+        for _, fields in read_shard(shard):
+            latents.append(np.load(io.BytesIO(fields["npy"]), allow_pickle=False).astype(np.float32))
+            metas.append(json.loads(fields["json"]))
+            if len(latents) == count:
+                return torch.from_numpy(np.stack(latents)), metas
     if not latents:
         raise SystemExit(f"no test shards in {cache}: the run needs a test split")
     return torch.from_numpy(np.stack(latents)), metas

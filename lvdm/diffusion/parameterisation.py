@@ -47,11 +47,20 @@ def eps_from_v(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: No
     )
 
 
-def as_eps_model(model: Callable[..., torch.Tensor], schedule: NoiseSchedule) -> Callable[..., torch.Tensor]:
-    """A v network as `model(x, t, **kw) -> ε̂`. x may carry extra input channels after the
-    latents (the mask channel of §3.3): x_t is its first `out` channels, as many as v has.
-    At a conditioning frame x holds z_s, not x_t; its ε̂ is meaningless there, as with an ε
-    network, and the sampler puts the condition back."""
+def as_eps_model(
+    model: Callable[..., torch.Tensor], schedule: NoiseSchedule, prediction: str | None = None
+) -> Callable[..., torch.Tensor]:
+    """`model` as `model(x, t, **kw) -> ε̂`, whatever it outputs: an ε network as it is, a v
+    network wrapped. `prediction` ("eps" or "v") defaults to `model_prediction(model)`.
+
+    x may carry extra input channels after the latents (the mask channel of §3.3): x_t is its
+    first channels, as many as v has. At a conditioning frame x holds z_s, not x_t; ε̂ is
+    meaningless there, as with an ε network, and the sampler puts the condition back."""
+    prediction = model_prediction(model) if prediction is None else prediction
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if prediction == "eps":
+        return model
 
     def eps(x: torch.Tensor, t: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         v = model(x, t, **kwargs)

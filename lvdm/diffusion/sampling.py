@@ -22,7 +22,7 @@ from lvdm.diffusion.conditioning import (
     unconditional_guidance,
 )
 from lvdm.diffusion.draws import standard_normal
-from lvdm.diffusion.parameterisation import PREDICTIONS, as_eps_model, model_prediction
+from lvdm.diffusion.parameterisation import as_eps_model
 from lvdm.diffusion.schedule import NoiseSchedule
 
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
@@ -122,11 +122,7 @@ def sample_latents(
     conditional = mask is not None if conditional is None else conditional
     takes_noise_level = model_takes_noise_level(model) if takes_noise_level is None else takes_noise_level
     device = torch.device(device) if device is not None else _default_device(model, z_cond)
-    prediction = model_prediction(model) if prediction is None else prediction
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    if prediction == "v":
-        model = as_eps_model(model, schedule)
+    model = as_eps_model(model, schedule, prediction)
     if stride is not None:
         # A 0-d tensor: the network broadcasts it over any batch, the guidance's doubled one too.
         model = functools.partial(model, stride=torch.tensor(stride, dtype=torch.long, device=device))
