@@ -14,7 +14,9 @@ per setting on a CPU.
 
 `--unet` takes another prediction network (e.g. one `bench_generation_quality.py --save`
 wrote, with its `.normalisation.json` beside it) to roll out with the run's autoencoder.
-Setting: 's:w:steps:eta' = perturbation level, guidance weight, DDIM steps, DDIM η.
+Setting: 's:w:steps:eta[:r]' = perturbation level, guidance weight, DDIM steps, DDIM η, and
+`r` to renormalise every sampled chunk (and the unconditional start) to the data's statistics
+(`sampling.renormalise`, lvdm/diffusion/renormalise.py).
 Run it with `chrt -r 1` beside other work for stable figures.
 """
 
@@ -35,12 +37,14 @@ from lvdm.autoencoder import denormalise, normalise
 from lvdm.continuation import continue_latents
 from lvdm.diffusion.conditioning import masked_input
 from lvdm.diffusion.parameterisation import as_eps_model
+from lvdm.diffusion.renormalise import renormalise_sampled
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.latent_stats import WindowedLatentStats
 from lvdm.long_video import SamplingSettings, to_uint8_frames
 from stages.autoencoder_file import load_autoencoder
 from stages.position_check import position_check
+from stages.sample import contact_steps, write_contact_sheet
 from stages.unet_file import load_unet
 
 WINDOW = 16  # frames per reported window
@@ -62,6 +66,9 @@ def main() -> None:
         "(as the pipeline's long videos start) instead of a real latent",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--sheets", type=Path, help="one contact sheet PNG per setting here (a row per video, 16 columns)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -85,18 +92,20 @@ def main() -> None:
     for t, errors in given_frame_gain(prediction, windows, schedule).items():
         print(f"  t={t}: {errors[0]:.3f} / {errors[1]:.3f}", flush=True)
     for setting in filter(None, args.settings.split(";")):
-        s, w, steps, eta = setting.split(":")
+        s, w, steps, eta, *restore = setting.split(":")
         sampling = SamplingSettings(
             steps=int(steps),
             eta=float(eta),
             noise_level=int(s),
             guidance_weight=float(w),
             ddim_last_step="x0",
+            renormalise=restore == ["r"],
         )
+        start = renormalise_sampled(given) if sampling.renormalise and args.start_eta is not None else given
         stride = 1 if prediction.config.max_stride else None
         with torch.no_grad():
             # Conditioned on the last latent of the start, as the long-video loop is.
-            head, last = given[:, :, :-1], given[:, :, -1:]
+            head, last = start[:, :, :-1], start[:, :, -1:]
             continued = continue_latents(
                 prediction,
                 last,
@@ -125,9 +134,13 @@ def main() -> None:
                 sampling=sampling,
                 stride=stride,
             )
-        print(f"s={s} w={w} steps={steps} eta={eta}", flush=True)
+        print(f"s={s} w={w} steps={steps} eta={eta} renormalise={sampling.renormalise}", flush=True)
         print("  position error px (found):", _positions(positions["prediction"]))
         print("  still frame:              ", _positions(positions["still_frame"]))
+        if args.sheets:
+            sheet = args.sheets / f"{setting.replace(':', '_')}.png"
+            write_contact_sheet(sheet, [frames[:, step] for step in contact_steps(frames.shape[1], 16)])
+            print(f"  contact sheet: {sheet}")
         per_window = latents_per_window(video, WINDOW // autoencoder.config.ft)
         print("  latents |mean| / std:", per_window)
         windows = [window_appearance(v, window=WINDOW) for v in frames]

@@ -2,7 +2,10 @@
 
 Both loaders share one stream (`ShardStream`) and differ only in the sampler that turns a
 stored sample into a tensor: `VideoClipSampler` decodes a strided clip from `<key>.mp4`,
-`LatentWindowSampler` slices a window from the latent sequence in `<key>.npy`.
+`LatentWindowSampler` slices a window from the latent sequence in `<key>.npy`. For the
+text-to-video stage, `latent_window_loader(..., captions=True)` hands each window's caption
+along (`CaptionedWindowSampler`; no caption, no sample) and its batches are `CaptionedBatch`es,
+whose `.to(device)` moves the latents, so the shared training loop takes them like a tensor.
 
 Why a small IterableDataset rather than `wds.WebDataset(..., resampled=True)`: the split
 across ranks and workers is the part distributed training depends on, and written out it is
@@ -30,7 +33,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,6 +128,31 @@ class LatentWindowSampler:
         return sequence[:, start : start + span : self.stride].astype(np.float32)
 
 
+@dataclass(frozen=True)
+class CaptionedBatch:
+    latents: torch.Tensor  # b c t h w
+    captions: list[str]
+
+    def to(self, device: torch.device | str) -> CaptionedBatch:
+        return CaptionedBatch(self.latents.to(device), self.captions)
+
+
+@dataclass(frozen=True)
+class CaptionedWindowSampler:
+    """A `LatentWindowSampler` item together with the sample's caption; no caption, no sample."""
+
+    windows: LatentWindowSampler
+
+    def reject_reason(self, sample: StoredSample) -> str | None:
+        caption = sample.meta.get("caption")
+        if not isinstance(caption, str) or not caption.strip():
+            return "no caption"
+        return self.windows.reject_reason(sample)
+
+    def __call__(self, sample: StoredSample, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        return self.windows(sample, rng), sample.meta["caption"]
+
+
 class ShardStream(IterableDataset):
     """Endless resampled samples from this rank's (and worker's) shards, cut into a fixed epoch."""
 
@@ -140,6 +168,7 @@ class ShardStream(IterableDataset):
         seed: int = 0,
         epoch: int = 0,
         shuffle_buffer: int = 64,
+        collate: Callable[[list[tuple[str, Any]]], Any] | None = None,
     ) -> None:
         if not shards:
             raise ValueError("the loader got no shards; check the upstream stage's output folder")
@@ -159,6 +188,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.seed, self.epoch = seed, epoch
         self.shuffle_buffer = shuffle_buffer
+        self.collate = collate or _stack  # (key, item) pairs -> one batch
         self.skipped: dict[str, str] = {}  # "shard:key" -> reason; filled in-process (num_workers=0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -168,7 +198,7 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         shards = split_shards(split_shards(self.shards, self.rank, self.world_size), worker, num_workers)
@@ -177,7 +207,7 @@ class ShardStream(IterableDataset):
         num_batches = self.batches_per_epoch // num_workers + (worker < self.batches_per_epoch % num_workers)
         items = self._items(shards, rng)
         for _ in range(num_batches):
-            yield _stack([next(items) for _ in range(self.batch_size)])
+            yield self.collate([next(items) for _ in range(self.batch_size)])
 
     def _items(self, shards: list[str], rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
         failures = 0
@@ -274,11 +304,14 @@ def latent_window_loader(
     seed: int = 0,
     epoch: int = 0,
     shuffle_buffer: int = 64,
+    captions: bool = False,
 ) -> DataLoader:
-    """Batches of random latent windows `(b c frames h w)`, float32, from latent shards."""
+    """Batches of random latent windows `(b c frames h w)`, float32, from latent shards; with
+    `captions`, `CaptionedBatch`es of the windows and their samples' captions."""
+    windows = LatentWindowSampler(frames=frames, stride=stride)
     stream = ShardStream(
         shards,
-        LatentWindowSampler(frames=frames, stride=stride),
+        CaptionedWindowSampler(windows) if captions else windows,
         batch_size=batch_size,
         batches_per_epoch=batches_per_epoch,
         rank=rank,
@@ -286,6 +319,7 @@ def latent_window_loader(
         seed=seed,
         epoch=epoch,
         shuffle_buffer=shuffle_buffer,
+        collate=_captioned_batch if captions else _stack,
     )
     return _batch_loader(stream, num_workers)
 
@@ -318,6 +352,11 @@ def _stack(items: list[tuple[str, np.ndarray]]) -> torch.Tensor:
             "stored at one resolution (reshard with a single data.resolution)"
         )
     return torch.from_numpy(np.stack([item for _, item in items]))
+
+
+def _captioned_batch(items: list[tuple[str, tuple[np.ndarray, str]]]) -> CaptionedBatch:
+    latents = _stack([(key, window) for key, (window, _) in items])
+    return CaptionedBatch(latents, [caption for _, (_, caption) in items])
 
 
 def _metadata(shard: str, key: str, fields: dict[str, bytes]) -> dict[str, Any]:

@@ -93,7 +93,7 @@ class MotionScores:
 
     start: int
     end: int
-    objects_found: float
+    objects_found: float | None  # None: nothing expected (no object in the first window)
     spurious_objects: float
     size_drift: float | None
     colour_drift: float | None
@@ -298,7 +298,7 @@ def average_windows(reports: Sequence[MotionReport]) -> list[dict[str, float | N
 class _FrameScores:
     """Everything measured, by frame, before it is pooled over a window."""
 
-    found: list[float]
+    found: list[float | None]  # None: no object expected in that frame
     spurious: list[int]
     size: list[list[float]]  # one value per measured detection
     colour: list[list[float]]
@@ -316,7 +316,9 @@ def _per_frame_scores(
     scores = _FrameScores([], [], *([[] for _ in range(frames)] for _ in range(3)))
     for found, wanted in zip(detections, expected, strict=True):
         wanted = set(wanted)
-        scores.found.append(len(wanted & set(found)) / len(wanted) if wanted else 1.0)
+        # Nothing expected (a generated video with no object in its first window): undefined, not
+        # "all kept" — a blank video must not score as one that keeps its objects.
+        scores.found.append(len(wanted & set(found)) / len(wanted) if wanted else None)
         scores.spurious.append(len(set(found) - wanted) + sum(d.fragments for d in found.values()))
 
     for index in sorted({c for frame in detections for c in frame}):
@@ -376,7 +378,7 @@ def _summarise(scores: _FrameScores, start: int, end: int, size: int) -> MotionS
     return MotionScores(
         start=start,
         end=end,
-        objects_found=float(np.mean(scores.found[start:end])) if end > start else 1.0,
+        objects_found=mean([f for f in scores.found[start:end] if f is not None]),
         spurious_objects=float(np.mean(scores.spurious[start:end])) if end > start else 0.0,
         size_drift=mean(pooled(scores.size)),
         colour_drift=mean(pooled(scores.colour)),

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from lvdm.autoencoder import VideoAutoencoder
 from lvdm.diffusion.masks import frames_mask
+from lvdm.diffusion.renormalise import anchor_of, renormalise_sampled
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.long_video import SamplingSettings
@@ -67,6 +68,8 @@ def continue_latents(
             generator=generator,
             stride=stride,
         )
+        if sampling.renormalise:  # held at the given latents' statistics, per video
+            sampled = renormalise_sampled(sampled, mask, anchor_of(given))
         video = torch.cat([video, sampled[:, :, k:]], dim=2)
     return video[:, :, :latents]
 

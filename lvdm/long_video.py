@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from lvdm.autoencoder import Normalisation, VideoAutoencoder, denormalise
 from lvdm.diffusion.masks import frames_mask
+from lvdm.diffusion.renormalise import Anchor, anchor_of, renormalise_sampled
 from lvdm.diffusion.sampling import SamplerName, model_takes_noise_level, model_takes_stride, sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.latent_sequence import decode_stream, decoder_context
@@ -64,6 +65,9 @@ class SamplingSettings:
     # DDIM's last jump: "release" to ᾱ_0 as the release's sampler (measured closer to the data
     # than "x0", the jump to x̂_0, which under-disperses: benchmarks/bench_ddim_last_step.py).
     ddim_last_step: str = "release"
+    # Put every sampled chunk back at the data's per-channel mean 0 / std 1 (not in the paper:
+    # a restoring force against the fade of long videos; lvdm/diffusion/renormalise.py).
+    renormalise: bool = False
 
 
 def latent_count(frames: int, ft: int) -> int:
@@ -187,6 +191,7 @@ def _autoregressive(
             stride=stride,
         )
     yield video[:, :, :latents]
+    anchor = anchor_of(video) if sampling.renormalise else None
     produced = clip
     given = frames_mask(videos, clip, range(cond_frames))
     while produced < latents:
@@ -203,6 +208,7 @@ def _autoregressive(
             given,
             z_cond,
             stride=stride,
+            anchor=anchor,
         )
         new = video[:, :, cond_frames:]
         yield new[:, :, : latents - produced]
@@ -250,17 +256,20 @@ def _interpolate(
     max_batch: int,
 ) -> Iterator[Tensor]:
     pending: Tensor | None = None  # keys not yet filled after, the last one of the previous fill first
+    anchor: Anchor | None = None  # sampling.renormalise: each video's first keys' statistics
     for chunk in keys:
+        if sampling.renormalise and anchor is None:
+            anchor = anchor_of(chunk)
         pending = chunk if pending is None else torch.cat([pending, chunk], dim=2)
         pairs = max(1, max_batch // pending.shape[0])
         while pending.shape[2] - 1 >= pairs:
             group = pending[:, :, : pairs + 1]
-            yield _fill(model, group, schedule, latent_stride, sampling, generator, max_batch)
+            yield _fill(model, group, schedule, latent_stride, sampling, generator, max_batch, anchor)
             pending = pending[:, :, pairs:]
     if pending is None:
         raise ValueError("interpolate_between_keys got no keys")
     if pending.shape[2] > 1:
-        yield _fill(model, pending, schedule, latent_stride, sampling, generator, max_batch)
+        yield _fill(model, pending, schedule, latent_stride, sampling, generator, max_batch, anchor)
     yield pending[:, :, -1:]
 
 
@@ -497,6 +506,7 @@ def _fill(
     sampling: SamplingSettings,
     generator: torch.Generator | None,
     max_batch: int,
+    anchor: Anchor | None = None,
 ) -> Tensor:
     """`keys (n c p+1 h w)` -> `(n c p·stride h w)`: each key followed by the fills after it."""
     n, c, count, h, w = keys.shape
@@ -507,7 +517,16 @@ def _fill(
     z_cond = rearrange(z_cond, "n p c t h w -> (n p) c t h w")
     given = frames_mask(n * pairs, latent_stride + 1, [0, -1])
     clips = _sample(
-        model, tuple(z_cond.shape), schedule, sampling, generator, keys.device, max_batch, given, z_cond
+        model,
+        tuple(z_cond.shape),
+        schedule,
+        sampling,
+        generator,
+        keys.device,
+        max_batch,
+        given,
+        z_cond,
+        anchor=None if anchor is None else anchor.repeated(pairs),
     )
     return rearrange(clips[:, :, :-1], "(n p) c t h w -> n c (p t) h w", n=n)
 
@@ -523,6 +542,7 @@ def _sample(
     mask: Tensor | None = None,
     z_cond: Tensor | None = None,
     stride: int | None = None,
+    anchor: Anchor | None = None,
 ) -> Tensor:
     """`sample_latents` over `shape`, at most `max_batch` clips per call.
 
@@ -560,7 +580,10 @@ def _sample(
                 **options,
             )
         )
-    return torch.cat(parts)
+    video = torch.cat(parts)
+    if sampling.renormalise:  # the first clip pooled, later chunks at their video's anchor
+        video = renormalise_sampled(video, mask, anchor)
+    return video
 
 
 def _is_conditional(model: Model) -> bool:

@@ -24,7 +24,10 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
     sample.add_argument("--workdir", type=storage.absolute, default=default_workdir)
     sample.add_argument("--run", help="run id (default: the newest run with trained models)")
     sample.add_argument(
-        "--frames", type=int, help="frames of the video (default 1024; 16 for --models with unet.pt alone)"
+        "--frames",
+        type=int,
+        help="frames of the video (default 1024; 16 for --models with unet.pt alone; with --prompt the "
+        "training window's)",
     )
     sample.add_argument("--strategy", choices=("autoregressive", "hierarchical"), default="hierarchical")
     sample.add_argument("--out", help="mp4 path (default <workdir>/samples/<run>-<strategy>.mp4)")
@@ -36,7 +39,11 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
         "(as `lvdm weights import` writes them)",
     )
     sample.add_argument("--resolution", type=int, default=256, help="with --models: frame size (default 256)")
-    sample.add_argument("--steps", type=int, default=50, help="with --models: sampler steps (default 50)")
+    sample.add_argument(
+        "--steps",
+        type=int,
+        help="sampler steps (default 50 with --models; with --prompt the run's sampling.steps)",
+    )
     sample.add_argument("--prompt", help="text-to-video: a clip of this caption from the train_t2v model")
     sample.add_argument(
         "--guidance-scale", type=float, help="with --prompt: classifier-free guidance (default: the stage's)"

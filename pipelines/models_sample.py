@@ -51,7 +51,7 @@ def sample_from_models(args: argparse.Namespace) -> int:
         kind: load_unet(paths[kind])[0].to(device) for kind in ("unet", "pred", "interp") if kind in present
     }
     schedule = NoiseSchedule.linear(**ScheduleSection().model_dump())
-    sampling = SamplingSettings(steps=args.steps)
+    sampling = SamplingSettings(steps=50 if args.steps is None else args.steps)
     generator = torch.Generator(device).manual_seed(args.seed)
     size = (args.resolution, args.resolution)
     ft, fs = autoencoder.config.ft, autoencoder.config.fs

@@ -3,7 +3,8 @@
 Reads what the stage's manifest names (the EMA UNet, the text encoder folder, SD's VAE and the
 latent normalisation), samples with classifier-free guidance in one batched forward per step
 (`--guidance-scale`, default the stage's, the release's 15) and writes an mp4 beside a JSON
-with the prompt, so a clip always says what it was asked for.
+with the prompt, so a clip always says what it was asked for. `--frames` counts video frames,
+as it does for long videos (default: the training window's).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
     import torch
 
     from data_prep.encode import write_mp4
+    from lvdm.long_video import latent_count
     from stages.contract import read_manifest
     from stages.diffusion_stage import schedule_of
     from stages.t2v_model import TextVideoModel
 
+    if args.frames is not None and args.frames < 1:
+        raise SystemExit(f"--frames {args.frames}: give the number of video frames, at least 1")
     record = run_with_t2v(args.workdir, args.run)
     config = load_pipeline(storage.join(record.folder, "config.yaml"))
     device = torch.device(
@@ -34,7 +38,8 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
     # The stage's own decoder: SD's VAE per frame, or the pipeline's video autoencoder.
     model = TextVideoModel.load(read_manifest(record.stages[STAGE].output), device)
     scale = model.guidance_scale if args.guidance_scale is None else args.guidance_scale
-    frames = args.frames or config.t2v.frames
+    # Video frames, as for long videos; ⌈frames / ft⌉ latents are sampled, the surplus cropped.
+    frames = model.window_frames if args.frames is None else args.frames
     sampling = config.sampling.model_dump() | {"steps": args.steps or config.sampling.steps}
     video = model.sample(
         [args.prompt],
@@ -52,8 +57,9 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
             "prompt": args.prompt,
             "guidance_scale": scale,
             "frames": len(pixels),
-            "latent_frames": frames,
+            "latent_frames": latent_count(frames, model.ft),
             "seed": args.seed,
+            "steps": sampling["steps"],
         }
         (folder / (storage.name(out).rsplit(".", 1)[0] + ".json")).write_text(json.dumps(about, indent=1))
     print(f"wrote {out} ({len(pixels)} frames, guidance {scale}, run {record.run_id}): {args.prompt!r}")

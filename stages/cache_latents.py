@@ -6,7 +6,8 @@ video (LVDM §3.1: the autoencoder is what makes the diffusion model cheap). Two
 decodes and encodes it; `ray_data` (stages/cache_latents_stream.py), a streaming Ray Data
 pipeline with decoding in CPU tasks and the encoder in an actor pool (GPUs where the cluster has
 them). Either writes each latent shard atomically and then a record of it, so a rerun redoes
-only the shards without a record.
+only the shards without a record. `cache_t2v_latents` (SD's VAE per frame) shares the
+bookkeeping around the encoding: `shard_jobs` before, `wait_encoded` and `finish` after.
 Latents are stored raw (posterior means); the data-derived scale and shift travel in the
 manifest and in every sample's JSON, so a consumer normalises with `(z + shift) * scale`.
 """
@@ -36,6 +37,8 @@ from stages.contract import Stage, StageContext
 from stages.latent_shard import EncodedVideo, decode_frames, encode_frames, write_latent_shard
 from stages.ray_session import ensure_ray, task_device, wait_all
 
+Job = tuple[str, str]  # (split, video shard name)
+
 LATENT_INDEX_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -53,8 +56,7 @@ def run(ctx: StageContext) -> dict:
     video_dir = shard_manifest["out_dir"]
     ae_path = storage.join(ae_manifest["out_dir"], ae_manifest["outputs"]["autoencoder"])
     settings = ctx.config.cache_latents
-    jobs = [(split, name) for split, names in shard_manifest["outputs"]["shards"].items() for name in names]
-    pending = [job for job in jobs if not is_complete(ctx.out_dir, _stem(job[1]))]
+    jobs, pending = shard_jobs(shard_manifest, ctx.out_dir)
     print(f"[cache_latents] {len(jobs)} shards, {len(pending)} to encode ({settings.engine} engine)")
 
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
@@ -66,6 +68,39 @@ def run(ctx: StageContext) -> dict:
     failures = encode_pending(
         settings, sources, ctx.out_dir, ae_path, ctx.config.data.frames, ctx.config.data.stride
     )
+    scale, shift = ae_manifest["outputs"]["scale"], ae_manifest["outputs"]["shift"]
+    return finish(
+        ctx, shard_manifest, jobs, pending, failures, started, scale=scale, shift=shift, autoencoder=ae_path
+    )
+
+
+def shard_jobs(shard_manifest: dict, out_dir: storage.Location) -> tuple[list[Job], list[Job]]:
+    """`(split, video shard name)` of every shard the shard stage wrote, and of those whose latent
+    shard in `out_dir` has no record yet: all that a rerun still encodes."""
+    jobs = [(split, name) for split, names in shard_manifest["outputs"]["shards"].items() for name in names]
+    return jobs, [job for job in jobs if not is_complete(out_dir, _stem(job[1]))]
+
+
+def wait_encoded(refs: dict[ray.ObjectRef, str], stage: str) -> list[str]:
+    """Wait for every per-shard encoding task (ref -> shard name); "name (why)" of each that failed."""
+    return [f"{name} ({_failure_text(err)})" for name, err in wait_all(refs, stage, "shard")]
+
+
+def finish(
+    ctx: StageContext,
+    shard_manifest: dict,
+    jobs: list[Job],
+    pending: list[Job],
+    failures: list[str],
+    started: float,
+    *,
+    scale: float | list[float],
+    shift: float | list[float],
+    autoencoder: str,
+) -> dict:
+    """After the encoding: fail naming every shard that failed (a rerun redoes only those), else
+    write the index of all latent shards and return the stage's outputs, with the normalisation
+    (`scale`, `shift`) and the `autoencoder` whose latents they are."""
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(jobs)} video shards failed to encode: {', '.join(failures)}; "
@@ -85,19 +120,18 @@ def run(ctx: StageContext) -> dict:
         split: sorted(r["shard"] for r in records if r["split"] == split and r["shard"])
         for split in shard_manifest["outputs"]["shards"]
     }
-    meta = ae_manifest["outputs"]
     frames = sum(r["latent_frames"] for r in rows)
     counts = {"latents": len(rows), "latent_frames": frames, "videos_per_s": rate}
     tracking.log_metrics(ctx.tracking, counts, step=0)
-    print(f"[cache_latents] {counts['latents']} latent sequences, {counts['latent_frames']} latent frames")
+    print(f"[{ctx.name}] {counts['latents']} latent sequences, {counts['latent_frames']} latent frames")
     return {
         "shards": shards,
         "index": "index.parquet",
-        "scale": meta["scale"],
-        "shift": meta["shift"],
+        "scale": scale,
+        "shift": shift,
         "counts": counts,
         "skipped": skipped,
-        "autoencoder": ae_path,
+        "autoencoder": autoencoder,
     }
 
 
@@ -132,7 +166,7 @@ def encode_pending(
         ): storage.name(src)
         for split, src in sources
     }
-    return [f"{name} ({_failure_text(err)})" for name, err in wait_all(refs, "cache_latents", "shard")]
+    return wait_encoded(refs, "cache_latents")
 
 
 def _failure_text(err: ray.exceptions.RayError) -> str:

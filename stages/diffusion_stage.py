@@ -5,13 +5,16 @@ They differ only in a `DiffusionTask`: which frames are given (none; the first
 and the conditional-latent-perturbation ceiling. Everything else is here once: the network
 they train (derived from `diffusion.unet`), the latent loader over `cache_latents`' shards,
 the Ray Train worker loop (through `stages.ray_training`), the decoded mp4 previews and the
-weights file.
+weights file. `train_t2v` shares the pieces that are not about the task: the latent shards of
+its cache (`latent_shards`), the step loop after the trainer is built (`train_latent_steps`)
+and the EMA weights file (`save_ema_unet`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -97,12 +100,7 @@ def describe_unet(kwargs: dict, task: DiffusionTask) -> str:
 def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: str | None = None) -> dict:
     """Driver side of a diffusion stage: resolve inputs, fit on Ray Train, write `unet.pt`."""
     cache = ctx.inputs["cache_latents"]
-    cache_dir = cache["out_dir"]
-    shards = cache["outputs"]["shards"]
-    train_shards = [storage.join(cache_dir, s) for s in shards.get("train", [])]
-    if not train_shards:
-        raise ValueError(f"cache_latents at {cache_dir} wrote no train latent shards; check data.splits")
-    heldout_shards = [storage.join(cache_dir, s) for s in shards.get("test", [])] or train_shards
+    train_shards, heldout_shards = latent_shards(cache, "cache_latents")
     diffusion = ctx.config.diffusion
     kwargs = unet_kwargs(diffusion.unet.model_dump(mode="json"), task)
     print(f"[{ctx.name}] {describe_unet(kwargs, task)}")
@@ -122,11 +120,8 @@ def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: str
         "init_from": init_from,
     }
     state = ray_training.fit(ctx, _train_loop, loop_config, section.train)
-    unet_file = storage.join(ctx.out_dir, FILENAME)
-    save_unet(unet_file, kwargs, state["trainer"]["ema"]["model"], state["step"])
-    tracking.log_artifact(ctx.tracking, unet_file, "checkpoint")
+    save_ema_unet(ctx, kwargs, state)
     final_loss = state.get("final_loss")
-    print(f"[{ctx.name}] {state['step']} steps; EMA weights in {unet_file}")
     return {
         "unet": FILENAME,
         "unet_config": kwargs,
@@ -139,6 +134,87 @@ def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: str
         "shift": cache["outputs"]["shift"],
         "autoencoder": cache["outputs"]["autoencoder"],
     }
+
+
+def latent_shards(cache: dict, source: str) -> tuple[list[str], list[str]]:
+    """The train shards of the latent cache stage `source` (its manifest `cache`) and the held-out
+    ones the previews sample from: the test split's, else the train shards."""
+    shards = cache["outputs"]["shards"]
+    train = [storage.join(cache["out_dir"], s) for s in shards.get("train", [])]
+    if not train:
+        raise ValueError(f"{source} at {cache['out_dir']} wrote no train latent shards; check data.splits")
+    return train, [storage.join(cache["out_dir"], s) for s in shards.get("test", [])] or train
+
+
+def save_ema_unet(ctx: StageContext, kwargs: dict, state: dict) -> str:
+    """The trained network's EMA weights (what every sampler uses) as the stage's weights file,
+    also logged to MLflow; returns its location."""
+    unet_file = storage.join(ctx.out_dir, FILENAME)
+    save_unet(unet_file, kwargs, state["trainer"]["ema"]["model"], state["step"])
+    tracking.log_artifact(ctx.tracking, unet_file, "checkpoint")
+    print(f"[{ctx.name}] {state['step']} steps; EMA weights in {unet_file}")
+    return unet_file
+
+
+def train_latent_steps(
+    session: WorkerSession,
+    trainer: DiffusionTrainer,
+    train: dict,
+    *,
+    shards: list[str],
+    frames: int,
+    stride: int = 1,
+    captions: bool = False,
+    step: Callable[[Any, int], dict[str, float]],
+    previewer: Callable[[], Callable[[torch.nn.Module, int], dict[str, float]]],
+) -> None:
+    """A worker's loop once its trainer is built, the same for every latent diffusion stage:
+    resume the trainer from the newest checkpoint; read this rank's batches of latent windows
+    (`frames` every `stride`, with their `captions` for text-to-video) from `shards`; run
+    `step(batch, global_step)` with its per-timestep losses gathered into buckets (logged with
+    the metrics); checkpoint the trainer's state and last loss; preview the EMA network on rank 0
+    (`previewer()` builds it there, after the resume)."""
+    from data_prep.loader import latent_window_loader
+
+    def loader(segment: int, batches: int) -> Iterable[Any]:
+        return latent_window_loader(
+            shards,
+            frames=frames,
+            stride=stride,
+            batch_size=train["batch_size"],
+            batches_per_epoch=batches,
+            rank=session.rank,
+            world_size=session.world,
+            num_workers=train["loader_workers"],
+            seed=train["seed"],
+            epoch=segment,
+            captions=captions,
+        )
+
+    restored = ray_training.restore(session)
+    if restored is not None:
+        trainer.load_state_dict(restored["trainer"])
+    buckets = TimestepBuckets(trainer.schedule.timesteps)
+    preview = previewer() if session.rank == 0 else None
+    last: dict[str, float] = {}
+
+    def logged_step(batch: Any, global_step: int) -> dict[str, float]:
+        logs = step(batch, global_step)
+        buckets.add(trainer.last_timesteps, trainer.last_losses)
+        last.update(logs)
+        return logs
+
+    ray_training.train_steps(
+        session,
+        start=session.resumed_from,
+        train=train,
+        loader=loader,
+        step=logged_step,
+        state=lambda _step, _final: {"trainer": trainer.state_dict(), "final_loss": last.get("loss")},
+        preview=lambda current: preview(trainer.ema.model, current),
+        items_name="latents_per_s",
+        metrics=buckets.pop,
+    )
 
 
 def _train_loop(cfg: dict) -> None:
@@ -168,52 +244,25 @@ def _train_loop(cfg: dict) -> None:
         frames=task.frames,
     )
     ray_training.compile_network(trainer.model, train)  # after the trainer: see its docstring
-    restored = ray_training.restore(session)
-    if restored is not None:
-        trainer.load_state_dict(restored["trainer"])
     scale, shift = cfg["scale"], cfg["shift"]
-    buckets = TimestepBuckets(schedule.timesteps)
-    previewer = Previewer(cfg, task, session) if session.rank == 0 else None
-
-    last: dict[str, float] = {}
 
     def step(batch: torch.Tensor, global_step: int) -> dict[str, float]:
-        logs = trainer.step(normalise(batch, scale, shift), global_step)
-        buckets.add(trainer.last_timesteps, trainer.last_losses)
-        last.update(logs)
-        return logs
+        return trainer.step(normalise(batch, scale, shift), global_step)
 
-    def loader(segment: int, batches: int):
-        from data_prep.loader import latent_window_loader
-
-        frames, stride = task.frames, task.latent_stride
-        if task.strides:
-            # Whole spans of consecutive latents: the trainer cuts each example's window at
-            # its own stride (`lvdm.diffusion.strides`).
-            frames, stride = window_span(task.frames, max(task.strides)), 1
-        return latent_window_loader(
-            cfg["train_shards"],
-            frames=frames,
-            stride=stride,
-            batch_size=train["batch_size"],
-            batches_per_epoch=batches,
-            rank=session.rank,
-            world_size=session.world,
-            num_workers=train["loader_workers"],
-            seed=train["seed"],
-            epoch=segment,
-        )
-
-    ray_training.train_steps(
+    frames, stride = task.frames, task.latent_stride
+    if task.strides:
+        # Whole spans of consecutive latents: the trainer cuts each example's window at
+        # its own stride (`lvdm.diffusion.strides`).
+        frames, stride = window_span(task.frames, max(task.strides)), 1
+    train_latent_steps(
         session,
-        start=session.resumed_from,
-        train=train,
-        loader=loader,
+        trainer,
+        train,
+        shards=cfg["train_shards"],
+        frames=frames,
+        stride=stride,
         step=step,
-        state=lambda _step, _final: {"trainer": trainer.state_dict(), "final_loss": last.get("loss")},
-        preview=lambda current: previewer(trainer.ema.model, current),
-        items_name="latents_per_s",
-        metrics=buckets.pop,
+        previewer=lambda: Previewer(cfg, task, session),
     )
 
 

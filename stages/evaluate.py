@@ -39,8 +39,7 @@ METRICS = "metrics.json"
 def run(ctx: StageContext) -> dict:
     section = ctx.config.evaluate
     sample, shard = ctx.inputs["sample"], ctx.inputs["shard"]
-    split = "test" if shard["outputs"]["shards"].get("test") else "train"
-    real_shards = real_shards_of(shard, split)
+    split, real_shards = real_split_of(shard)
     jobs = {
         name: [storage.join(sample["out_dir"], video) for video in record["videos"]]
         for name, record in sample["outputs"]["jobs"].items()
@@ -63,7 +62,16 @@ def run(ctx: StageContext) -> dict:
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
     check_tasks("evaluate", f"evaluate.use_gpu={section.use_gpu}", {"CPU": 1, "GPU": int(section.use_gpu)})
     task = _evaluate_task.options(num_gpus=1 if section.use_gpu else 0)
-    metrics = ray.get(task.remote(real_shards, jobs, options))
+    # The exact synthetic metrics (detection over every frame) are numpy on one core: they run as
+    # tasks of their own beside the I3D task instead of after it in the same one.
+    fvd = task.remote(real_shards, jobs, options | {"synthetic": False})
+    if options["synthetic"]:
+        real = _real_reference_task.remote(real_shards, section.window, section.real_clips)
+        scores = {name: _synthetic_task.remote(paths, section.window, real) for name, paths in jobs.items()}
+        done = {name: ray.get(ref) for name, ref in scores.items()}
+        metrics = add_synthetic(ray.get(fvd), ray.get(real), done)
+    else:
+        metrics = ray.get(fvd)
 
     storage.write_json(storage.join(ctx.out_dir, METRICS), metrics)
     plots = write_plots(ctx.out_dir, metrics)
@@ -82,6 +90,19 @@ def run(ctx: StageContext) -> dict:
     return outputs
 
 
+def real_split_of(shard: dict) -> tuple[str, list[str]]:
+    """The real clips every evaluation compares with (FVD here, text alignment in `evaluate_t2v`):
+    the shard stage's test split, or its train split for a dataset without one; and its shards."""
+    listed = shard["outputs"]["shards"]
+    split = next((name for name in ("test", "train") if listed.get(name)), None)
+    if split is None:
+        raise ValueError(
+            f"the shard stage in {shard['out_dir']} lists no test or train shards: nothing real to compare "
+            "with; check the dataset's splits (data.root, data.synthetic.videos) and rerun the shard stage"
+        )
+    return split, real_shards_of(shard, split)
+
+
 def real_shards_of(shard: dict, split: str) -> list[str]:
     """The shards the shard stage's manifest lists for `split`, in order. Not a glob of its folder,
     which could also match a stray or half-uploaded object that no completion record vouches for."""
@@ -92,6 +113,33 @@ def real_shards_of(shard: dict, split: str) -> list[str]:
 def _evaluate_task(real_shards: list[str], jobs: dict[str, list[str]], options: dict) -> dict:
     device = task_device()
     return evaluate_jobs(real_shards, jobs, device=device, **options)
+
+
+@ray.remote(num_cpus=1)
+def _real_reference_task(real_shards: list[str], window: int, real_clips: int) -> dict:
+    return real_synthetic_reference(real_shards, window, real_clips)
+
+
+@ray.remote(num_cpus=1)
+def _synthetic_task(paths: list[str], window: int, real: dict) -> dict:
+    return synthetic_scores(paths, window, real)
+
+
+def real_synthetic_reference(real_shards: str | list[str], window: int, real_clips: int) -> dict:
+    """`window_curves.real_reference` of the first `real_clips` real clips: what the synthetic
+    metrics of every job are read against."""
+    from data_prep.video_folder import FirstClips
+    from data_prep.window_curves import real_reference
+
+    return real_reference(iter(FirstClips(real_shards, frames=window, limit=real_clips)), window=window)
+
+
+def add_synthetic(metrics: dict, real: dict, scores: dict[str, dict]) -> dict:
+    """The FVD metrics with the synthetic ones joined in: `real_synthetic` and each job's `synthetic`."""
+    metrics["real_synthetic"] = real
+    for name, job_scores in scores.items():
+        metrics["jobs"][name]["synthetic"] = job_scores
+    return metrics
 
 
 def evaluate_jobs(
@@ -141,11 +189,6 @@ def evaluate_jobs(
         "real_floor": real_floor(real.features) if real.count >= 4 else None,
         "jobs": {},
     }
-    if synthetic:
-        from data_prep.window_curves import real_reference
-
-        clips = FirstClips(real_shards, frames=window, limit=real_clips)
-        metrics["real_synthetic"] = real_reference(iter(clips), window=window)
     for name, paths in jobs.items():
         curve = windowed_fvd(
             model,
@@ -156,10 +199,12 @@ def evaluate_jobs(
             progress=True,
             every=fvd_every,
         )
-        result = {"videos": len(paths), "fvd_curve": curve, "fvd16": curve[0] if curve else None}
-        if synthetic:
-            result["synthetic"] = synthetic_scores(paths, window, metrics["real_synthetic"])
-        metrics["jobs"][name] = result
+        first = curve[0] if curve else None
+        metrics["jobs"][name] = {"videos": len(paths), "fvd_curve": curve, "fvd16": first}
+    if synthetic:
+        real = real_synthetic_reference(real_shards, window, real_clips)
+        scores = {name: synthetic_scores(paths, window, real) for name, paths in jobs.items()}
+        add_synthetic(metrics, real, scores)
     return metrics
 
 

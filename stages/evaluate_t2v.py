@@ -71,15 +71,16 @@ def run(ctx: StageContext) -> dict:
 
 
 def real_clips(shard: dict, limit: int) -> list:
-    """(frames, caption) of the first `limit` stored test clips (train if there is no test split)."""
+    """(frames, caption) of the first `limit` stored test clips (train if there is no test split):
+    the split `evaluate` compares with, chosen by the same function."""
     from data_prep.decode import decode_video
     from data_prep.shard_writer import read_shard
+    from stages.evaluate import real_split_of
 
-    shards = shard["outputs"]["shards"]
-    names = shards.get("test") or shards.get("train", [])
+    _, shards = real_split_of(shard)
     clips = []
-    for name in names:
-        for _, fields in read_shard(storage.join(shard["out_dir"], name)):
+    for location in shards:
+        for _, fields in read_shard(location):
             clips.append((decode_video(fields["mp4"]).frames, json.loads(fields["json"])["caption"]))
             if len(clips) == limit:
                 return clips

@@ -27,7 +27,6 @@ decoded by SD's VAE, logged with their captions as the file names' companions.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,34 +38,40 @@ from data_prep import storage
 from lvdm.autoencoder import denormalise, normalise
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.text_guidance import text_guided
-from lvdm.diffusion_training import TimestepBuckets
 from lvdm.pretrained.stable_diffusion import DIFFUSERS_UNET_WEIGHTS, load_sd_unet, read_sd_unet
 from lvdm.text_diffusion_training import TextDiffusionTrainer
 from lvdm.text_encoder import TextEncoder
 from lvdm.unet import UNet3D
 from stages import ray_training, tracking
 from stages.contract import Stage, StageContext
-from stages.diffusion_stage import DiffusionTask, describe_unet, schedule_of
-from stages.t2v_model import SD_VAE, VIDEO_AUTOENCODER, load_decoder
-from stages.unet_file import FILENAME, save_unet
+from stages.diffusion_stage import (
+    DiffusionTask,
+    describe_unet,
+    latent_shards,
+    save_ema_unet,
+    schedule_of,
+    train_latent_steps,
+)
+from stages.t2v_model import SD_VAE, VIDEO_AUTOENCODER, load_decoder, open_text_encoder
+from stages.unet_file import FILENAME
 
 RANDOM_TEXT_ENCODER = "text_encoder"  # the folder, in the stage's, of a `t2v.random_text_encoder`
+RANDOM_TEXT_WEIGHTS = "model.safetensors"  # published last: its presence marks the folder complete
 
 
 def run(ctx: StageContext) -> dict:
     t2v = ctx.config.t2v
     own_latents = "cache_latents" in ctx.inputs
-    cache = ctx.inputs["cache_latents" if own_latents else "cache_t2v_latents"]
-    shards = cache["outputs"]["shards"]
-    train_shards = [storage.join(cache["out_dir"], s) for s in shards.get("train", [])]
-    if not train_shards:
-        raise ValueError(f"cache_t2v_latents at {cache['out_dir']} wrote no train latent shards")
-    heldout_shards = [storage.join(cache["out_dir"], s) for s in shards.get("test", [])] or train_shards
+    source = "cache_latents" if own_latents else "cache_t2v_latents"
+    cache = ctx.inputs[source]
+    train_shards, heldout_shards = latent_shards(cache, source)
     kwargs = ctx.config.diffusion.unet.model_dump(mode="json")
+    window = latent_shape(train_shards, t2v.frames)  # one window read here, not a UNet error in a worker
+    check_latent_channels(window[0], kwargs, source, cache)
     if kwargs["context_dim"] is None:
         raise ValueError("train_t2v: diffusion.unet.context_dim is null; set it to the text encoder's width")
     text_folder = text_encoder_folder(t2v, ctx.out_dir)
-    width = TextEncoder.from_folder(text_folder).width  # fails here, naming the folder, if absent
+    width = open_text_encoder(text_folder).width  # fails here, naming the folder, if absent
     if width != kwargs["context_dim"]:
         raise ValueError(
             f"train_t2v: the text encoder in {text_folder} is {width} wide but diffusion.unet.context_dim="
@@ -96,10 +101,7 @@ def run(ctx: StageContext) -> dict:
         "shift": cache["outputs"]["shift"],
     }
     state = ray_training.fit(ctx, _train_loop, loop_config, t2v.train)
-    unet_file = storage.join(ctx.out_dir, FILENAME)
-    save_unet(unet_file, kwargs, state["trainer"]["ema"]["model"], state["step"])
-    tracking.log_artifact(ctx.tracking, unet_file, "checkpoint")
-    print(f"[{ctx.name}] {state['step']} steps; EMA weights in {unet_file}")
+    save_ema_unet(ctx, kwargs, state)
     return {
         "unet": FILENAME,
         "unet_config": kwargs,
@@ -109,7 +111,7 @@ def run(ctx: StageContext) -> dict:
         "text_encoder": text_folder,
         "autoencoder": decoder["path"],
         "decoder": decoder,
-        "latent_shape": latent_shape(train_shards, t2v.frames),
+        "latent_shape": window,
         "scale": cache["outputs"]["scale"],
         "shift": cache["outputs"]["shift"],
         "guidance_scale": t2v.guidance_scale,
@@ -122,31 +124,53 @@ def text_encoder_folder(t2v, out_dir: str) -> str:
     if t2v.text_encoder is not None:
         return str(t2v.text_encoder)
     if t2v.random_text_encoder is not None:
-        from lvdm.random_clip import write_random_clip
-
-        if storage.is_uri(out_dir):
-            raise ValueError(
-                "t2v.random_text_encoder is built in the stage folder, which must be local; on a "
-                f"workdir at {out_dir} give t2v.text_encoder (a CLIP folder every worker can read)"
-            )
-        folder = Path(storage.join(out_dir, RANDOM_TEXT_ENCODER))
-        if not folder.is_dir():  # built whole under another name, then renamed; the same on a rerun
-            options = t2v.random_text_encoder
-            partial = folder.with_name(folder.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            write_random_clip(partial, options.width, options.layers, options.heads, options.seed)
-            partial.rename(folder)
-        return str(folder)
+        return build_random_text_encoder(t2v.random_text_encoder, storage.join(out_dir, RANDOM_TEXT_ENCODER))
     if t2v.stable_diffusion is None:
         raise ValueError("train_t2v: set t2v.text_encoder, t2v.random_text_encoder or t2v.stable_diffusion")
     return str(t2v.stable_diffusion)
 
 
+def check_latent_channels(channels: int, unet: dict, source: str, cache: dict) -> None:
+    """The UNet denoises the cached latents: `diffusion.unet.in_channels` and `out_channels` must be
+    their channel count, or the first training step fails deep inside the network."""
+    wrong = [key for key in ("in_channels", "out_channels") if unet[key] != channels]
+    if not wrong:
+        return
+    whose = (
+        "autoencoder.model.latent_channels" if source == "cache_latents" else "latent_channels of SD's vae/"
+    )
+    raise ValueError(
+        f"train_t2v: the latents of {source} in {cache['out_dir']} have {channels} channels ({whose}) but "
+        + ", ".join(f"diffusion.unet.{key}={unet[key]}" for key in wrong)
+        + f"; set {' and '.join(f'diffusion.unet.{key}' for key in wrong)} to {channels}"
+    )
+
+
+def build_random_text_encoder(options, folder: storage.Location) -> str:
+    """`t2v.random_text_encoder` written to `folder` (a local path or a URI in the workdir), once.
+
+    It is built whole in a local scratch folder, then published file by file with the weights
+    last, each file whole (`storage.upload`): a folder holding `model.safetensors` is complete,
+    on a rerun after a kill as on an object store, which has no folder rename."""
+    from lvdm.random_clip import write_random_clip
+
+    folder = str(folder)
+    if storage.is_file(storage.join(folder, RANDOM_TEXT_WEIGHTS)):
+        return folder
+    with tempfile.TemporaryDirectory(prefix="lvdm-clip-") as scratch:
+        built = write_random_clip(Path(scratch), options.width, options.layers, options.heads, options.seed)
+        files = [path for path in built.rglob("*") if path.is_file()]
+        for path in sorted(files, key=lambda path: path.name == RANDOM_TEXT_WEIGHTS):
+            storage.upload(path, storage.join(folder, path.relative_to(built).as_posix()))
+    return folder
+
+
 def latent_shape(shards: list[str], frames: int) -> list[int]:
     """`c t h w` of one training window: what a sampler of this model draws."""
-    from data_prep.captioned_latents import captioned_window_loader
+    from data_prep.loader import latent_window_loader
 
-    batch = next(iter(captioned_window_loader(shards, frames=frames, batch_size=1, batches_per_epoch=1)))
+    loader = latent_window_loader(shards, frames=frames, batch_size=1, batches_per_epoch=1, captions=True)
+    batch = next(iter(loader))
     return list(batch.latents.shape[1:])
 
 
@@ -176,11 +200,9 @@ def _train_loop(cfg: dict) -> None:
     """One Ray Train worker: its latent shards, the frozen text encoder, the DDP-wrapped UNet."""
     import ray.train.torch
 
-    from data_prep.captioned_latents import captioned_window_loader
-
     train = cfg["train"]
     session = ray_training.start_worker(cfg, train)
-    text = TextEncoder.from_folder(cfg["text_encoder"]).to(session.device)
+    text = open_text_encoder(cfg["text_encoder"]).to(session.device)
     null_context = text.encode([""])[0]
     schedule = schedule_of(cfg["schedule"])
     trainer = TextDiffusionTrainer(
@@ -196,43 +218,20 @@ def _train_loop(cfg: dict) -> None:
         autocast_dtype=session.autocast_dtype(train["precision"]),
         seed=train["seed"] + session.rank,
     )
-    restored = ray_training.restore(session)
-    if restored is not None:
-        trainer.load_state_dict(restored["trainer"])
     scale, shift = cfg["scale"], cfg["shift"]
-    buckets = TimestepBuckets(schedule.timesteps)
-    last: dict[str, float] = {}
 
     def step(batch, global_step: int) -> dict[str, float]:
-        logs = trainer.step(normalise(batch.latents, scale, shift), text.encode(batch.captions), global_step)
-        buckets.add(trainer.last_timesteps, trainer.last_losses)
-        last.update(logs)
-        return logs
+        return trainer.step(normalise(batch.latents, scale, shift), text.encode(batch.captions), global_step)
 
-    def loader(segment: int, batches: int):
-        return captioned_window_loader(
-            cfg["train_shards"],
-            frames=cfg["frames"],
-            batch_size=train["batch_size"],
-            batches_per_epoch=batches,
-            rank=session.rank,
-            world_size=session.world,
-            num_workers=train["loader_workers"],
-            seed=train["seed"],
-            epoch=segment,
-        )
-
-    previewer = Previewer(cfg, session, text, null_context) if session.rank == 0 else None
-    ray_training.train_steps(
+    train_latent_steps(
         session,
-        start=session.resumed_from,
-        train=train,
-        loader=loader,
+        trainer,
+        train,
+        shards=cfg["train_shards"],
+        frames=cfg["frames"],
+        captions=True,
         step=step,
-        state=lambda _step, _final: {"trainer": trainer.state_dict(), "final_loss": last.get("loss")},
-        preview=lambda current: previewer(trainer.ema.model, current),
-        items_name="latents_per_s",
-        metrics=buckets.pop,
+        previewer=lambda: Previewer(cfg, session, text, null_context),
     )
 
 
@@ -240,25 +239,26 @@ class Previewer:
     """Rank 0's previews: held-out captions sampled with guidance, decoded, logged as mp4 + their captions."""
 
     def __init__(self, cfg: dict, session, text: TextEncoder, null_context: torch.Tensor) -> None:
-        from data_prep.captioned_latents import captioned_window_loader
+        from data_prep.loader import latent_window_loader
 
         self.cfg, self.session, self.null_context = cfg, session, null_context
         self.schedule = schedule_of(cfg["schedule"])
         batch = next(
             iter(
-                captioned_window_loader(
+                latent_window_loader(
                     cfg["heldout_shards"],
                     frames=cfg["frames"],
                     batch_size=cfg["train"]["heldout_clips"],
                     batches_per_epoch=1,
                     seed=12345,
+                    captions=True,
                 )
             )
         )
         self.captions = batch.captions
         self.context = text.encode(self.captions)
         self.shape = tuple(batch.latents.shape)
-        self.decode = load_decoder(cfg["decoder"]["kind"], cfg["decoder"]["path"], session.device)
+        self.decode = load_decoder(cfg["decoder"]["kind"], cfg["decoder"]["path"], session.device).decode
 
     @torch.no_grad()
     def __call__(self, network: torch.nn.Module, step: int) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""data_prep/captioned_latents.py: latent windows with their captions; no caption, no sample."""
+"""data_prep/loader.py, `latent_window_loader(captions=True)`: latent windows with their captions;
+no caption, no sample."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.captioned_latents import CaptionedBatch, captioned_window_loader
+from data_prep.loader import CaptionedBatch, latent_window_loader
 from data_prep.shard_writer import write_shard
 
 
@@ -18,8 +19,8 @@ def test_batches_carry_each_windows_caption(tmp_path: Path) -> None:
             yield {"__key__": f"v{i}", "npy": latents, "json": {"latent_frames": 6, "caption": caption}}
 
     write_shard(tmp_path / "train-000000.tar", samples())
-    loader = captioned_window_loader(
-        [str(tmp_path / "train-000000.tar")], frames=3, batch_size=4, batches_per_epoch=3
+    loader = latent_window_loader(
+        [str(tmp_path / "train-000000.tar")], frames=3, batch_size=4, batches_per_epoch=3, captions=True
     )
     batches = list(loader)
     assert len(batches) == 3 and all(isinstance(b, CaptionedBatch) for b in batches)

@@ -67,6 +67,14 @@ def test_windows_drop_the_tail_but_the_video_summary_does_not(real):
     assert np.mean([w.objects_found for w in whole.windows]) == pytest.approx(whole.video.objects_found)
 
 
+def test_a_video_blank_from_its_first_window_keeps_no_objects_it_never_had(real):
+    meta, frames = real[0]
+    blank = np.broadcast_to(synthetic.render(meta)[0, 0, 0], frames[:32].shape).copy()
+    report = motion_metrics(blank)  # generated: expected = what its first window shows = nothing
+    assert [w.objects_found for w in report.windows] == [None, None]
+    assert report.video.objects_found is None
+
+
 def test_detections_match_the_metadata_up_to_rasterisation(real):
     for meta, frames in real:
         for frame, positions in zip(frames, meta["positions"], strict=True):

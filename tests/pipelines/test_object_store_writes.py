@@ -35,10 +35,18 @@ def _interrupted_upload(source, location: str, before_signal: int) -> None:
             signal.pthread_kill(main, signal.SIGINT)
             threading.Event().wait(5)  # keep the pipe open: the upload must not see an end
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    with pytest.raises(KeyboardInterrupt):
-        storage.upload(source, location)
+    # Python's own SIGINT handler for the duration: an earlier test of the session (or a library
+    # it imported) may have replaced it, and this test is about what an upload does when
+    # interrupted, not about who handles the signal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        with pytest.raises(KeyboardInterrupt):
+            storage.upload(source, location)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"SIGINT handler before this test: {previous!r}")
 
 
 def test_an_upload_interrupted_midway_leaves_neither_a_partial_object_nor_a_temporary(s3, tmp_path):

@@ -134,3 +134,39 @@ def test_t2v_stages_train_an_sd_initialised_text_conditioned_unet(ray_cluster, t
     with torch.no_grad():
         out = model(torch.randn(1, 4, 3, 8, 8), torch.tensor([10]), context=torch.randn(1, 77, WIDTH))
     assert out.shape == (1, 4, 3, 8, 8) and torch.isfinite(out).all()
+
+
+def test_latent_channels_other_than_the_unets_fail_at_the_start_naming_both_fields(tmp_path: Path) -> None:
+    """3-channel latents against the demo's 4-channel UNet: one error before any training,
+    naming the cache, both config fields and the fix (not a shape error inside the network)."""
+    from data_prep.shard_writer import write_shard
+    from pipelines.config import load_pipeline
+    from stages.contract import StageContext
+    from stages.train_t2v import run
+    from tests.conftest import PIPELINES
+
+    latents = np.zeros((3, 4, 4, 4), np.float16)  # c l h w
+    meta = {"caption": "a red circle moving left", "latent_frames": 4}
+    write_shard(tmp_path / "cache" / "train-000000.tar", [{"__key__": "v0", "npy": latents, "json": meta}])
+    cache = {
+        "out_dir": str(tmp_path / "cache"),
+        "outputs": {"shards": {"train": ["train-000000.tar"]}, "scale": 1.0, "shift": 0.0, "autoencoder": ""},
+    }
+    config = load_pipeline(PIPELINES / "bouncing_shapes_t2v.yaml")
+    context = StageContext(
+        name="train_t2v",
+        key="k",
+        config=config,
+        out_dir=str(tmp_path / "out"),
+        inputs={"cache_latents": cache},
+        tracking=None,
+        run_name="train_t2v-k",
+    )
+    with pytest.raises(ValueError) as error:
+        run(context)
+    assert str(error.value) == (
+        f"train_t2v: the latents of cache_latents in {tmp_path / 'cache'} have 3 channels "
+        "(autoencoder.model.latent_channels) but diffusion.unet.in_channels=4, "
+        "diffusion.unet.out_channels=4; set diffusion.unet.in_channels and diffusion.unet.out_channels to 3"
+    )
+    assert not (tmp_path / "out").exists(), "nothing is built before the check"
