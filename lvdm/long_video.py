@@ -35,39 +35,27 @@ from typing import Literal
 
 import torch
 from einops import rearrange
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from lvdm.autoencoder import Normalisation, VideoAutoencoder, denormalise
 from lvdm.diffusion.masks import frames_mask
-from lvdm.diffusion.renormalise import Anchor, anchor_of, renormalise_sampled
-from lvdm.diffusion.sampling import SamplerName, model_takes_noise_level, model_takes_stride, sample_latents
+from lvdm.diffusion.renormalise import Anchor, anchor_of
+from lvdm.diffusion.sampling import model_takes_stride
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.latent_sequence import decode_stream, decoder_context
+from lvdm.long_video_steps import (
+    Model,
+    SamplingSettings,
+    check_conditional,
+    check_counts,
+    fill_between_keys,
+    is_conditional,
+    model_device,
+    sample_clips,
+)
 
 Strategy = Literal["autoregressive", "hierarchical"]
-Model = Callable[..., Tensor]
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How every clip is sampled: `sample_latents`' options, the official values by default.
-
-    The field names are the pipeline's `sampling` section, so
-    `SamplingSettings(**config.sampling.model_dump())` carries it over.
-    """
-
-    sampler: SamplerName = "ddim"
-    steps: int = 50
-    eta: float = 1.0
-    noise_level: int = 100  # s of the conditional latent perturbation
-    guidance_weight: float = 0.1  # w of unconditional guidance
-    # DDIM's last jump: "release" to ᾱ_0 as the release's sampler (measured closer to the data
-    # than "x0", the jump to x̂_0, which under-disperses: benchmarks/bench_ddim_last_step.py).
-    ddim_last_step: str = "release"
-    # Put every sampled chunk back at the data's per-channel mean 0 / std 1 (not in the paper:
-    # a restoring force against the fade of long videos; lvdm/diffusion/renormalise.py).
-    renormalise: bool = False
 
 
 def latent_count(frames: int, ft: int) -> int:
@@ -135,12 +123,12 @@ def autoregressive_latents(
         stride: latents between consecutive outputs, for a stride-aware prediction model.
     """
     sampling = sampling or SamplingSettings()
-    _check_counts(videos=videos, latents=latents, max_batch=max_batch)
+    check_counts(videos=videos, latents=latents, max_batch=max_batch)
     if not 1 <= cond_frames < clip:
         raise ValueError(f"cond_frames={cond_frames} must be in [1, clip) = [1, {clip}) to predict anything")
-    _check_conditional(prediction_model, "prediction_model", sampling)
-    device = torch.device(device) if device is not None else _model_device(prediction_model)
-    if first_model is not None and _is_conditional(first_model):
+    check_conditional(prediction_model, "prediction_model", sampling)
+    device = torch.device(device) if device is not None else model_device(prediction_model)
+    if first_model is not None and is_conditional(first_model):
         raise ValueError("first_model has a mask channel: pass the unconditional network, or None")
     shape = (videos, *latent_shape[:1], clip, *latent_shape[1:])
     model_stride = stride if model_takes_stride(prediction_model) else None
@@ -176,10 +164,10 @@ def _autoregressive(
 ) -> Iterator[Tensor]:
     videos, _, clip, _, _ = shape
     if first_model is not None:
-        video = _sample(first_model, shape, schedule, sampling, generator, device, max_batch)
+        video = sample_clips(first_model, shape, schedule, sampling, generator, device, max_batch)
     else:
         unconditional = torch.zeros(videos, clip, dtype=torch.bool)
-        video = _sample(
+        video = sample_clips(
             prediction_model,
             shape,
             schedule,
@@ -197,7 +185,7 @@ def _autoregressive(
     while produced < latents:
         z_cond = torch.zeros(shape, device=device, dtype=video.dtype)
         z_cond[:, :, :cond_frames] = video[:, :, -cond_frames:]
-        video = _sample(
+        video = sample_clips(
             prediction_model,
             shape,
             schedule,
@@ -242,7 +230,7 @@ def interpolate_between_keys(
         raise ValueError(f"latent_stride={latent_stride}: keys must be at least 2 latents apart to fill")
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    _check_conditional(interpolation_model, "interpolation_model", sampling)
+    check_conditional(interpolation_model, "interpolation_model", sampling)
     return _interpolate(interpolation_model, keys, schedule, latent_stride, sampling, generator, max_batch)
 
 
@@ -264,12 +252,16 @@ def _interpolate(
         pairs = max(1, max_batch // pending.shape[0])
         while pending.shape[2] - 1 >= pairs:
             group = pending[:, :, : pairs + 1]
-            yield _fill(model, group, schedule, latent_stride, sampling, generator, max_batch, anchor)
+            yield fill_between_keys(
+                model, group, schedule, latent_stride, sampling, generator, max_batch, anchor
+            )
             pending = pending[:, :, pairs:]
     if pending is None:
         raise ValueError("interpolate_between_keys got no keys")
     if pending.shape[2] > 1:
-        yield _fill(model, pending, schedule, latent_stride, sampling, generator, max_batch, anchor)
+        yield fill_between_keys(
+            model, pending, schedule, latent_stride, sampling, generator, max_batch, anchor
+        )
     yield pending[:, :, -1:]
 
 
@@ -300,8 +292,8 @@ def hierarchical_latents(
     `autoregressive_latents`' plus `latent_stride` (train_pred.latent_stride, and
     train_interp.frames − 1).
     """
-    _check_counts(videos=videos, latents=latents, max_batch=max_batch)
-    device = torch.device(device) if device is not None else _model_device(prediction_model)
+    check_counts(videos=videos, latents=latents, max_batch=max_batch)
+    device = torch.device(device) if device is not None else model_device(prediction_model)
     keys = autoregressive_latents(
         prediction_model,
         schedule,
@@ -462,7 +454,7 @@ def long_video_frames(
     )
     if on_latents is not None:
         latents = _tapped(latents, on_latents)
-    ae_device = _model_device(autoencoder)
+    ae_device = model_device(autoencoder)
     denormalised = (denormalise(chunk.to(ae_device), models.scale, models.shift) for chunk in latents)
     context = decoder_context(autoencoder) if context is None else context
     decoded = decode_stream(
@@ -493,138 +485,3 @@ def to_uint8_frames(video: Tensor) -> Tensor:
     """`(b c t h w)` in [-1, 1] -> uint8 `(b t h w c)` on the CPU, rounded, clipped."""
     frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return rearrange(frames, "b c t h w -> b t h w c").cpu()
-
-
-# --- Helpers ----------------------------------------------------------------------------------
-
-
-def _fill(
-    model: Model,
-    keys: Tensor,
-    schedule: NoiseSchedule,
-    latent_stride: int,
-    sampling: SamplingSettings,
-    generator: torch.Generator | None,
-    max_batch: int,
-    anchor: Anchor | None = None,
-) -> Tensor:
-    """`keys (n c p+1 h w)` -> `(n c p·stride h w)`: each key followed by the fills after it."""
-    n, c, count, h, w = keys.shape
-    pairs = count - 1
-    z_cond = keys.new_zeros(n, pairs, c, latent_stride + 1, h, w)
-    z_cond[:, :, :, 0] = rearrange(keys[:, :, :-1], "n c p h w -> n p c h w")
-    z_cond[:, :, :, -1] = rearrange(keys[:, :, 1:], "n c p h w -> n p c h w")
-    z_cond = rearrange(z_cond, "n p c t h w -> (n p) c t h w")
-    given = frames_mask(n * pairs, latent_stride + 1, [0, -1])
-    clips = _sample(
-        model,
-        tuple(z_cond.shape),
-        schedule,
-        sampling,
-        generator,
-        keys.device,
-        max_batch,
-        given,
-        z_cond,
-        anchor=None if anchor is None else anchor.repeated(pairs),
-    )
-    return rearrange(clips[:, :, :-1], "(n p) c t h w -> n c (p t) h w", n=n)
-
-
-def _sample(
-    model: Model,
-    shape: tuple[int, int, int, int, int],
-    schedule: NoiseSchedule,
-    sampling: SamplingSettings,
-    generator: torch.Generator | None,
-    device: torch.device,
-    max_batch: int,
-    mask: Tensor | None = None,
-    z_cond: Tensor | None = None,
-    stride: int | None = None,
-    anchor: Anchor | None = None,
-) -> Tensor:
-    """`sample_latents` over `shape`, at most `max_batch` clips per call.
-
-    Without a mask: an unconditional network. With an all-False mask: a conditional network's
-    unconditional mode, which still gets the noise-level embedding of s (training gave every
-    example one) but no guidance (ε_c = ε_u). Otherwise conditioned, perturbed to s, guided.
-    """
-    options = {
-        "sampler": sampling.sampler,
-        "steps": sampling.steps,
-        "eta": sampling.eta,
-        "ddim_last_step": sampling.ddim_last_step,
-    }
-    if mask is not None:
-        takes_level = model_takes_noise_level(model)
-        options |= {
-            "conditional": True,
-            "noise_level": sampling.noise_level if takes_level else 0,
-            "guidance_weight": sampling.guidance_weight if bool(mask.any()) else 0.0,
-        }
-    parts = []
-    for start in range(0, shape[0], max_batch):
-        part = slice(start, start + max_batch)
-        b = len(range(shape[0])[part])
-        parts.append(
-            sample_latents(
-                model,
-                (b, *shape[1:]),
-                schedule,
-                z_cond=None if z_cond is None or not bool(mask.any()) else z_cond[part],
-                mask=None if mask is None else mask[part],
-                generator=generator,
-                device=device,
-                stride=stride,
-                **options,
-            )
-        )
-    video = torch.cat(parts)
-    if sampling.renormalise:  # the first clip pooled, later chunks at their video's anchor
-        video = renormalise_sampled(video, mask, anchor)
-    return video
-
-
-def _is_conditional(model: Model) -> bool:
-    """A mask channel: `in_channels = out_channels + 1` (the conditional networks of §3.3)."""
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError(f"{type(model).__name__} has no `config` (in_channels, out_channels): pass a UNet3D")
-    return config.in_channels == config.out_channels + 1
-
-
-def _check_conditional(model: Model, name: str, sampling: SamplingSettings) -> None:
-    if not _is_conditional(model):
-        raise ValueError(
-            f"{name} has no mask channel (in_channels = out_channels): long videos condition on "
-            "given latents, so pass the network trained by train_pred / train_interp"
-        )
-    max_level = getattr(model.config, "max_noise_level", 0)
-    if max_level > 0 and not 0 <= sampling.noise_level <= max_level:
-        raise ValueError(
-            f"sampling.noise_level={sampling.noise_level} but {name} was trained with noise levels "
-            f"0..{max_level} (max_noise_level): pick s in that range (official 100)"
-        )
-    if max_level == 0 and sampling.noise_level > 0:
-        raise ValueError(
-            f"sampling.noise_level={sampling.noise_level} but {name} has no noise-level embedding "
-            "(max_noise_level=0): use noise_level=0"
-        )
-
-
-def _check_counts(*, videos: int, latents: int, max_batch: int) -> None:
-    if videos < 1:
-        raise ValueError(f"videos must be >= 1, got {videos}")
-    if latents < 1:
-        raise ValueError(f"latents must be >= 1, got {latents}")
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-
-
-def _model_device(model: Model) -> torch.device:
-    if isinstance(model, nn.Module):
-        parameter = next(model.parameters(), None)
-        if parameter is not None:
-            return parameter.device
-    return torch.device("cpu")
