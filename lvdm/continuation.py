@@ -50,6 +50,7 @@ def continue_latents(
         raise ValueError(f"{k} given latents: need 1 <= given < clip = {clip} to predict anything")
     video = given
     mask = frames_mask(b, clip, range(k)).to(given.device)
+    anchor = anchor_of(given) if sampling.renormalise else None  # each video held at its given latents
     while video.shape[2] < latents:
         z_cond = torch.zeros(b, c, clip, h, w, device=given.device, dtype=given.dtype)
         z_cond[:, :, :k] = video[:, :, -k:]
@@ -68,8 +69,8 @@ def continue_latents(
             generator=generator,
             stride=stride,
         )
-        if sampling.renormalise:  # held at the given latents' statistics, per video
-            sampled = renormalise_sampled(sampled, mask, anchor_of(given))
+        if anchor is not None:
+            sampled = renormalise_sampled(sampled, mask, anchor)
         video = torch.cat([video, sampled[:, :, k:]], dim=2)
     return video[:, :, :latents]
 

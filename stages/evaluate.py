@@ -54,7 +54,6 @@ def run(ctx: StageContext) -> dict:
         "i3d_sha256": section.i3d_sha256,
         "trust_i3d": section.trust_i3d,
         "home": str(ctx.config.weights.home) if ctx.config.weights.home else None,
-        "synthetic": ctx.config.data.dataset == "synthetic",
         "cache": cache,
         "cache_key": f"{shard['key']}-{split}-{section.real_clips}x{section.window}",
     }
@@ -64,8 +63,9 @@ def run(ctx: StageContext) -> dict:
     task = _evaluate_task.options(num_gpus=1 if section.use_gpu else 0)
     # The exact synthetic metrics (detection over every frame) are numpy on one core: they run as
     # tasks of their own beside the I3D task instead of after it in the same one.
-    fvd = task.remote(real_shards, jobs, options | {"synthetic": False})
-    if options["synthetic"]:
+    synthetic = ctx.config.data.dataset == "synthetic"
+    fvd = task.remote(real_shards, jobs, options)
+    if synthetic:
         real = _real_reference_task.remote(real_shards, section.window, section.real_clips)
         scores = {name: _synthetic_task.remote(paths, section.window, real) for name, paths in jobs.items()}
         done = {name: ray.get(ref) for name, ref in scores.items()}
@@ -81,7 +81,7 @@ def run(ctx: StageContext) -> dict:
         tracking.log_artifact(ctx.tracking, plot, "evaluation")
     print_summary(metrics)
     outputs = {"metrics": METRICS, "plots": [storage.name(p) for p in plots], "summary": summary(metrics)}
-    if options["synthetic"] and "train_pred" in ctx.inputs:
+    if synthetic and "train_pred" in ctx.inputs:
         from stages.reference_goals import check_goals, format_goals
 
         goals = check_goals(metrics, ctx.inputs["train_pred"]["outputs"].get("position_check"))
@@ -151,7 +151,6 @@ def evaluate_jobs(
     batch_size: int,
     i3d: str | None,
     home: str | None,
-    synthetic: bool,
     cache: str,
     cache_key: str,
     device: torch.device,
@@ -159,7 +158,8 @@ def evaluate_jobs(
     trust_i3d: bool = False,
     fvd_every: int = 1,
 ) -> dict:
-    """Every figure of the evaluation, as plain JSON-ready data (no Ray, no MLflow)."""
+    """The FVD figures of the evaluation, as plain JSON-ready data (no Ray, no MLflow); the
+    synthetic dataset's exact metrics join them with `add_synthetic`."""
     from data_prep.video_folder import FirstClips
     from lvdm.metrics.fvd import (
         FEATURES,
@@ -201,10 +201,6 @@ def evaluate_jobs(
         )
         first = curve[0] if curve else None
         metrics["jobs"][name] = {"videos": len(paths), "fvd_curve": curve, "fvd16": first}
-    if synthetic:
-        real = real_synthetic_reference(real_shards, window, real_clips)
-        scores = {name: synthetic_scores(paths, window, real) for name, paths in jobs.items()}
-        add_synthetic(metrics, real, scores)
     return metrics
 
 

@@ -54,7 +54,7 @@ def test_another_i3d_computes_its_own_real_statistics(tmp_path):
     write_shard(shard, samples)
     fake = [str(write_mp4(tmp_path / f"fake{i}.mp4", _clip(10 + i))) for i in range(2)]
     cache = tmp_path / "cache"
-    options = {"window": FRAMES, "real_clips": 4, "batch_size": 4, "home": None, "synthetic": False}
+    options = {"window": FRAMES, "real_clips": 4, "batch_size": 4, "home": None}
     options |= {"cache": str(cache), "cache_key": "shardkey-test-4x16", "device": torch.device("cpu")}
 
     first = evaluate_jobs(
