@@ -14,7 +14,8 @@ per setting on a CPU.
 
 `--unet` takes another prediction network (e.g. one `bench_generation_quality.py --save`
 wrote, with its `.normalisation.json` beside it) to roll out with the run's autoencoder.
-Setting: 's:w:steps:eta[:r]' = perturbation level, guidance weight, DDIM steps, DDIM η, and
+Setting: 's:w:steps:eta[:r]' = perturbation level, guidance weight, sampler steps (`--sampler`:
+DDIM, or DPM-Solver++, which has no η), DDIM η, and
 `r` to renormalise every sampled chunk (and the unconditional start) to the data's statistics
 (`sampling.renormalise`, lvdm/diffusion/renormalise.py).
 Run it with `chrt -r 1` beside other work for stable figures.
@@ -65,6 +66,7 @@ def main() -> None:
         help="start each video with a clip of the run's unconditional network at this DDIM η "
         "(as the pipeline's long videos start) instead of a real latent",
     )
+    parser.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp"), help="for every setting")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--sheets", type=Path, help="one contact sheet PNG per setting here (a row per video, 16 columns)"
@@ -94,6 +96,7 @@ def main() -> None:
     for setting in filter(None, args.settings.split(";")):
         s, w, steps, eta, *restore = setting.split(":")
         sampling = SamplingSettings(
+            sampler=args.sampler,
             steps=int(steps),
             eta=float(eta),
             noise_level=int(s),

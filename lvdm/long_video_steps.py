@@ -40,6 +40,9 @@ class SamplingSettings:
     # Put every sampled chunk back at the data's per-channel mean 0 / std 1 (not in the paper:
     # a restoring force against the fade of long videos; lvdm/diffusion/renormalise.py).
     renormalise: bool = False
+    # With `renormalise`: "pooled" puts the first clip at mean 0 / std 1 pooled over the videos;
+    # "as_sampled" keeps it as drawn and only holds later chunks at each video's first clip.
+    renormalise_first_clip: str = "pooled"
 
 
 def fill_between_keys(
@@ -125,7 +128,8 @@ def sample_clips(
             )
         )
     video = torch.cat(parts)
-    if sampling.renormalise:  # the first clip pooled, later chunks at their video's anchor
+    first_clip = anchor is None  # later chunks and fills always come with their video's anchor
+    if sampling.renormalise and not (first_clip and sampling.renormalise_first_clip == "as_sampled"):
         video = renormalise_sampled(video, mask, anchor)
     return video
 

@@ -41,7 +41,7 @@ from pipelines.config_diffusion import (
     TrainUncondSection,
     UNetSection,
 )
-from pipelines.config_sampling import EvaluateSection, SampleSection, SamplingSection
+from pipelines.config_sampling import EvaluateSection, SampleSection, SamplingSection, ZeroShotSection
 
 __all__ = [
     "EXECUTION",
@@ -78,6 +78,7 @@ __all__ = [
     "TrainUncondSection",
     "UNetSection",
     "WeightsConfig",
+    "ZeroShotSection",
     "apply_override",
     "describe_errors",
     "load_pipeline",
@@ -119,6 +120,7 @@ class PipelineConfig(Section):
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     sample: SampleSection = Field(default_factory=SampleSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    zero_shot: ZeroShotSection = Field(default_factory=ZeroShotSection)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
@@ -170,6 +172,11 @@ class PipelineConfig(Section):
         if "sample_t2v" in self.stages and not self.sample.prompts:
             problems.append(
                 'sample_t2v needs sample.prompts: a list of captions, e.g. ["a red circle moving left"]'
+            )
+        if "evaluate_t2v_zero_shot" in self.stages and self.zero_shot.root is None:
+            problems.append(
+                "evaluate_t2v_zero_shot needs zero_shot.root: the UCF-101 folder holding UCF-101/ and "
+                "ucfTrainTestlist/ (--set zero_shot.root=/data/UCF101)"
             )
         if "train_autoencoder" in self.stages:
             problem = _discriminator_problem(self.autoencoder.loss, data)

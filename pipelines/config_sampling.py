@@ -4,11 +4,12 @@ and their evaluation. Re-exported by `pipelines/config.py`, which importers use.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipelines.config_base import EXECUTION, ReadWhen, Section
+from pipelines.config_data import DataConfig
 
 
 class SamplingSection(Section):
@@ -32,6 +33,12 @@ class SamplingSection(Section):
         description="not in the paper: a restoring force against fading long videos. The first clip "
         "is put at the data's per-channel mean 0 / std 1 (pooled over the videos), every later chunk "
         "at its own video's first-clip mean/std (lvdm/diffusion/renormalise.py)",
+    )
+    renormalise_first_clip: Literal["pooled", "as_sampled"] = Field(
+        "pooled",
+        description="with renormalise: `pooled` puts the first clip at mean 0 / std 1 pooled over the "
+        "videos; `as_sampled` leaves it as the network drew it and only holds later chunks at it "
+        "(benchmarks/bench_first_window.py measures both)",
     )
 
 
@@ -83,3 +90,53 @@ class EvaluateSection(Section):
     i3d_sha256: Annotated[str | None, EXECUTION] = Field(None, description="the sha256 `i3d` must have")
     trust_i3d: Annotated[bool, EXECUTION] = Field(False, description="load a TorchScript `i3d` unpinned")
     use_gpu: Annotated[bool, EXECUTION] = False
+
+
+class ZeroShotSection(Section):
+    """evaluate_t2v_zero_shot: the zero-shot UCF-101 protocol of text-to-video papers (LVDM-T2V:
+    FVD 641.80). UCF-101 class names become prompts; its own dataset root, since `data` is the
+    captioned training set."""
+
+    root: str | None = Field(
+        None, description="UCF-101 folder holding UCF-101/<Class>/*.avi and ucfTrainTestlist/ (path or URI)"
+    )
+    split: Literal[1, 2, 3] = Field(1, description="official split: the real clips are testlist0<split>.txt")
+    classes: tuple[str, ...] = Field((), description="classInd.txt names to evaluate; () = all 101")
+    videos_per_class: int = Field(100, ge=1, description="generated videos per class (100 x 101 = 10,100)")
+    prompt_file: str | None = Field(
+        None,
+        description="YAML/JSON mapping class -> prompt; classes it leaves out use the CamelCase rule. "
+        "Its content is part of the cache key",
+    )
+    window: int = Field(16, ge=1, description="frames per generated video and real clip (FVD16)")
+    stride: int | None = Field(None, ge=1, description="real clips' frame step; None = data.stride")
+    real_clips: int | None = Field(None, ge=2, description="seeded subset of the test clips; None = all")
+    guidance_scale: float | None = Field(None, ge=0, description="None = the trained model's")
+    seed: int = 0
+    fps: float = Field(8.0, gt=0, description="of the written mp4s")
+    i3d: Path | None = Field(None, description="community i3d_torchscript.pt instead of the cached weights")
+    i3d_sha256: Annotated[str | None, EXECUTION] = Field(None, description="the sha256 `i3d` must have")
+    trust_i3d: Annotated[bool, EXECUTION] = Field(False, description="load a TorchScript `i3d` unpinned")
+    max_batch: Annotated[int, EXECUTION] = Field(4, ge=1, description="videos per sampler call")
+    batch_size: Annotated[int, EXECUTION] = Field(8, ge=1, description="I3D clips per forward pass")
+    workers: Annotated[int, EXECUTION] = Field(
+        1, ge=1, description="generation tasks side by side (one GPU each with use_gpu); classes striped"
+    )
+    use_gpu: Annotated[bool, EXECUTION] = False
+
+    @field_validator("root", "prompt_file", mode="before")
+    @classmethod
+    def _location(cls, value: Any) -> Any:
+        return DataConfig._root_location(value)  # a URI as written, credentials refused
+
+    def hashed(self) -> dict:
+        """The section's key view plus the prompt file's sha256: an edited file is another protocol."""
+        out = super().hashed()
+        if self.prompt_file is not None:
+            import hashlib
+
+            from data_prep import storage
+
+            if storage.is_file(self.prompt_file):
+                out["prompt_file_sha256"] = hashlib.sha256(storage.read_bytes(self.prompt_file)).hexdigest()
+        return out

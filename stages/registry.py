@@ -7,6 +7,7 @@ from stages import (
     cache_t2v_latents,
     evaluate,
     evaluate_t2v,
+    evaluate_t2v_zero_shot,
     sample,
     sample_t2v,
     shard,
@@ -31,6 +32,7 @@ STAGES: dict[str, Stage] = {
         train_t2v.STAGE,
         sample_t2v.STAGE,
         evaluate_t2v.STAGE,
+        evaluate_t2v_zero_shot.STAGE,
         sample.STAGE,
         evaluate.STAGE,
     )

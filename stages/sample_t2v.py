@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
@@ -26,6 +27,9 @@ from stages import tracking
 from stages.cluster_check import check_tasks
 from stages.contract import Stage, StageContext
 from stages.ray_session import ensure_ray, task_device
+
+if TYPE_CHECKING:
+    from stages.t2v_model import TextVideoModel
 
 RECORD = "samples.json"
 
@@ -87,8 +91,6 @@ def sample_prompts(
 ) -> dict:
     """`videos` videos per prompt into the local folder `out_dir` (mp4 + a contact sheet per prompt),
     then the record `samples.json`; plain, no Ray."""
-    from lvdm.long_video import to_uint8_frames
-    from stages.diffusion_stage import schedule_of
     from stages.sample import write_contact_sheet
     from stages.t2v_model import TextVideoModel
 
@@ -96,13 +98,9 @@ def sample_prompts(
     generator = torch.Generator(device).manual_seed(seed)
     started = time.perf_counter()
     asked = [prompt for prompt in prompts for _ in range(videos)]
-    frames = []
-    for start in range(0, len(asked), max_batch):
-        video = model.sample(
-            asked[start : start + max_batch], schedule_of(schedule), sampling, generator=generator
-        )
-        frames.append(to_uint8_frames(video).numpy())  # b t h w c
-    frames = np.concatenate(frames)
+    frames = generate_videos(
+        model, asked, generator=generator, max_batch=max_batch, schedule=schedule, sampling=sampling
+    )
     seconds = time.perf_counter() - started
     record: dict = {
         "prompts": {},
@@ -127,6 +125,36 @@ def sample_prompts(
     record["seconds_per_video"] = seconds / len(asked)
     storage.write_json(out_dir / RECORD, record)
     return record
+
+
+def generate_videos(
+    model: TextVideoModel,
+    prompts: list[str],
+    *,
+    generator: torch.Generator,
+    max_batch: int,
+    schedule: dict,
+    sampling: dict,
+    guidance_scale: float | None = None,
+    frames: int | None = None,
+) -> np.ndarray:
+    """One video per prompt as uint8 `b t h w c`, `max_batch` prompts per sampler call, from a loaded
+    `stages.t2v_model.TextVideoModel` (here and in `evaluate_t2v_zero_shot`)."""
+    from lvdm.long_video import to_uint8_frames
+    from stages.diffusion_stage import schedule_of
+
+    videos = []
+    for start in range(0, len(prompts), max_batch):
+        video = model.sample(
+            prompts[start : start + max_batch],
+            schedule_of(schedule),
+            sampling,
+            generator=generator,
+            guidance_scale=guidance_scale,
+            frames=frames,
+        )
+        videos.append(to_uint8_frames(video).numpy())  # b t h w c
+    return np.concatenate(videos)
 
 
 STAGE = Stage(

@@ -112,6 +112,22 @@ def test_a_fading_network_fades_without_it_and_holds_with_it(strategy: str) -> N
     assert stds[True] == pytest.approx(1.0, abs=0.15)
 
 
+@pytest.mark.parametrize("first_clip, held_at", [("pooled", 1.0), ("as_sampled", 0.4)])
+def test_the_first_clip_is_pooled_or_kept_as_drawn_and_later_chunks_hold_at_it(first_clip, held_at) -> None:
+    schedule = NoiseSchedule.linear()
+    network = Fading(schedule)
+    network.pattern = 0.4 * network.pattern / network.pattern.std()  # a faint first clip
+    sampling = SamplingSettings(steps=4, eta=0.0, noise_level=0, guidance_weight=0.0, ddim_last_step="x0",
+                                renormalise=True, renormalise_first_clip=first_clip)
+    options = dict(videos=4, latents=25, latent_shape=LATENT, clip=4, sampling=sampling,
+                   generator=torch.Generator().manual_seed(0))
+    video = total(autoregressive_latents(network, schedule, **options))
+    if first_clip == "as_sampled":  # exactly what the network drew: its x̂_0 is the pattern
+        torch.testing.assert_close(video[:, :, :4].float(), network.pattern.expand(4, -1, 4, -1, -1))
+    assert video[:, :, :4].std().item() == pytest.approx(held_at, rel=0.05)
+    assert video[:, :, -4:].std().item() == pytest.approx(held_at, rel=0.1)
+
+
 def test_the_reference_run_turns_it_on_and_the_sampler_settings_carry_it() -> None:
     from pathlib import Path
 

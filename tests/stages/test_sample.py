@@ -11,7 +11,7 @@ from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder
 from lvdm.long_video import SamplingSettings
 from lvdm.unet import UNet3D
 from stages.autoencoder_file import save_autoencoder
-from stages.sample import _keep_frames, contact_steps, sample_job
+from stages.sample import _keep_frames, contact_steps, expected_cost, sample_job
 from stages.unet_file import save_unet
 
 TINY_UNET = dict(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
@@ -63,3 +63,26 @@ def test_a_sample_job_writes_every_video_at_the_exact_length_and_a_contact_sheet
     assert sheet.size == (4 * 16, 2 * 16)  # 4 steps across, one row per video
     saved = json.loads((tmp_path / "out" / "chunks" / "default-hierarchical.json").read_text())
     assert saved["contact_steps"] == [0, 9, 17, 26] and saved["seconds_per_frame"] > 0
+
+
+def test_expected_cost_counts_the_clips_of_each_strategy_and_doubles_guided_ones():
+    plan = {"frames": 16, "clip": 4, "cond_frames": 1, "latent_stride": 2}
+    guided, unguided = SamplingSettings(guidance_weight=0.1), SamplingSettings(guidance_weight=0.0)
+    # Autoregressive: the first clip (4), then ceil((16 - 4) / 3) = 4 clips of 4 latents.
+    assert expected_cost("autoregressive", unguided, plan) == 4 + 16
+    assert expected_cost("autoregressive", guided, plan) == 4 + 2 * 16
+    # Hierarchical: 9 keys, ceil((9 - 4) / 3) = 2 key clips of 4, and 8 fills of 3 latents.
+    assert expected_cost("hierarchical", unguided, plan) == 4 + 2 * 4 + 8 * 3
+
+
+def test_the_reference_runs_jobs_are_ordered_longest_first():
+    """The order `sample` submits in: measured 557-587 s for guided hierarchical jobs, 239-256 s
+    for unguided autoregressive ones (reference run, session 6)."""
+    plan = {"frames": 1024, "clip": 4, "cond_frames": 1, "latent_stride": 2}
+    costs = {
+        (strategy, w): expected_cost(strategy, SamplingSettings(guidance_weight=w), plan)
+        for strategy in ("autoregressive", "hierarchical")
+        for w in (0.0, 0.1)
+    }
+    ranked = sorted(costs, key=costs.get, reverse=True)
+    assert ranked[0] == ("hierarchical", 0.1) and ranked[-1] == ("autoregressive", 0.0)

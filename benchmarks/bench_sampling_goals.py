@@ -1,0 +1,186 @@
+"""The reference run's sample goals under other sampling settings, without rerunning it: a
+finished run's own networks, its `sample` stage code and its `evaluate` scoring, at a shorter
+length (issue 21).
+
+Sampling is not part of any training cache key, so the sampler, its steps and the restoring
+force of `sampling.renormalise` can be chosen after training; this script measures each choice
+on the figures the reference run's goals read (`stages.reference_goals.check_goals`): the
+default setting's autoregressive videos for the first 16-frame window (appearance against real
+clips, FVD16 against the run's own real-vs-real floor and cached I3D statistics), its
+hierarchical videos for every window to `--frames` (objects kept, motion error, coverage, frame
+change). Not the position check (train_pred's, at DDIM 10 as trained).
+
+    python benchmarks/bench_sampling_goals.py --workdir W --sampling '|sampler=dpmpp,steps=8' --seeds 0,1
+
+`--sampling`: sets of overrides of the run's `sampling` section separated by '|' (empty = as the
+run sampled). `--variants`: what `sampling.renormalise` does with the first clip:
+- `off`: no restoring force at all (the paper);
+- `pooled`: the first clip put at mean 0 / std 1 per channel, pooled over the videos drawn together;
+- `as_sampled`: the first clip as the unconditional network drew it; later chunks held at it.
+FVD at N=16 moves by tens of per cent between seeds: compare over `--seeds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from data_prep import storage
+from lvdm.long_video import SamplingSettings
+from pipelines.config import load_pipeline
+from pipelines.generate_cli import MODEL_STAGES, run_with_models
+from stages.contract import read_manifest
+from stages.evaluate import (
+    evaluate_jobs,
+    i3d_cache,
+    real_split_of,
+    real_synthetic_reference,
+    synthetic_scores,
+)
+from stages.reference_goals import check_goals
+from stages.sample import model_files, plan_options, sample_job
+
+VARIANTS = ("off", "pooled", "as_sampled")
+
+
+def settings_of(base: dict, variant: str) -> SamplingSettings:
+    if variant not in VARIANTS:
+        raise SystemExit(f"--variants: unknown {variant!r}; pick from {', '.join(VARIANTS)}")
+    if variant == "off":
+        return SamplingSettings(**base | {"renormalise": False})
+    return SamplingSettings(**base | {"renormalise": True, "renormalise_first_clip": variant})
+
+
+def parse_overrides(text: str) -> dict:
+    """'sampler=dpmpp,steps=8' -> {'sampler': 'dpmpp', 'steps': 8} (numbers as numbers)."""
+    overrides = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = int(value)
+        except ValueError:
+            try:
+                overrides[key] = float(value)
+            except ValueError:
+                overrides[key] = value
+    return overrides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="a finished run's workdir (with evaluate done)")
+    parser.add_argument("--run", help="run id (default: the newest with trained models)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds")
+    parser.add_argument("--videos", type=int, default=16, help="videos per variant and seed (the run's N)")
+    parser.add_argument(
+        "--frames", type=int, default=256, help="frames per video (the run's 1,024 take 4x longer)"
+    )
+    parser.add_argument(
+        "--sampling",
+        default="",
+        help="overrides of the run's sampling section, e.g. 'sampler=dpmpp,steps=8' ('|' between sets)",
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    record = run_with_models(args.workdir, args.run)
+    config = load_pipeline(storage.join(record.folder, "config.yaml"))
+    manifests = {name: read_manifest(record.stages[name].output) for name in (*MODEL_STAGES, "shard")}
+    evaluated = read_manifest(record.stages["evaluate"].output)
+    files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
+    plan = plan_options(config) | {"frames": args.frames}
+    split, real_shards = real_split_of(manifests["shard"])
+    section = config.evaluate
+    floor = json.loads(Path(evaluated["out_dir"], "metrics.json").read_text())["real_floor"]["fvd"]
+    real = real_synthetic_reference(real_shards, section.window, section.real_clips)
+    print(f"real-vs-real FVD16 floor (the evaluate stage's): {floor:.1f}", flush=True)
+
+    def scorer(paths: list[str], first_window_fvd: bool) -> dict:
+        scores = {"synthetic": synthetic_scores(paths, section.window, real)}
+        if first_window_fvd:
+            fvd = evaluate_jobs(
+                real_shards,
+                {"job": paths},
+                window=section.window,
+                real_clips=section.real_clips,
+                batch_size=section.batch_size,
+                i3d=str(section.i3d) if section.i3d else None,
+                home=str(config.weights.home) if config.weights.home else None,
+                cache=i3d_cache(evaluated["out_dir"]),
+                cache_key=f"{manifests['shard']['key']}-{split}-{section.real_clips}x{section.window}",
+                device=torch.device("cpu"),
+                i3d_sha256=section.i3d_sha256,
+                trust_i3d=section.trust_i3d,
+                fvd_every=10**6,  # the first window only
+            )
+            scores["fvd16"] = fvd["jobs"]["job"]["fvd16"]
+        return scores
+
+    rows = []
+    runs = [
+        (overrides, variant, seed)
+        for overrides in args.sampling.split("|")
+        for variant in args.variants.split(",")
+        for seed in (int(s) for s in args.seeds.split(","))
+    ]
+    for overrides, variant, seed in runs:
+        sampling = settings_of(config.sampling.model_dump() | parse_overrides(overrides), variant)
+        jobs = {}
+        for strategy in ("autoregressive", "hierarchical"):
+            jobs[f"default-{strategy}"] = measure_job(
+                strategy, sampling, seed, args, config, files, plan, scorer
+            )
+        metrics = {"jobs": jobs, "real_synthetic": real, "real_floor": {"fvd": floor}}
+        goals = [goal for goal in check_goals(metrics, None) if not goal.name.startswith("position")]
+        row = {"sampling": overrides or "run's", "variant": variant, "seed": seed} | {
+            goal.name.split(" (")[0]: goal.value for goal in goals
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print_table(rows)
+
+
+def measure_job(strategy, sampling, seed, args, config, files, plan, scorer) -> dict:
+    """One job of the `sample` stage at the bench's length, scored as `evaluate` scores it."""
+    with tempfile.TemporaryDirectory() as folder:
+        job = sample_job(
+            Path(folder),
+            "default",
+            strategy,
+            sampling,
+            plan,
+            files,
+            videos=args.videos,
+            resolution=config.data.resolution,
+            fps=config.sample.fps,
+            columns=16,
+            seed=seed,
+            device=torch.device("cpu"),
+            precision=config.sample.precision,
+        )
+        paths = [str(Path(folder, video)) for video in job["videos"]]
+        return scorer(paths, first_window_fvd=strategy == "autoregressive")
+
+
+def print_table(rows: list[dict]) -> None:
+    names = [key for key in rows[0] if key not in ("sampling", "variant", "seed")]
+    print()
+    for index, name in enumerate(names):
+        print(f"  [{index}] {name}")
+    print(
+        f"{'sampling':<26} {'variant':<11} {'seed':>4} "
+        + " ".join(f"{f'[{i}]':>6}" for i in range(len(names)))
+    )
+    for row in rows:
+        values = " ".join("   n/a" if row[n] is None else f"{row[n]:>6.2f}" for n in names)
+        print(f"{row['sampling']:<26} {row['variant']:<11} {row['seed']:>4} {values}")
+
+
+if __name__ == "__main__":
+    main()
