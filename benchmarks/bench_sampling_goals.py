@@ -31,6 +31,8 @@ import torch
 
 from data_prep import storage
 from lvdm.long_video import SamplingSettings
+from lvdm.long_video_steps import sample_clips
+from lvdm.precision import autocast, autocast_dtype
 from pipelines.config import load_pipeline
 from pipelines.generate_cli import MODEL_STAGES, run_with_models
 from stages.contract import read_manifest
@@ -42,7 +44,7 @@ from stages.evaluate import (
     synthetic_scores,
 )
 from stages.reference_goals import check_goals
-from stages.sample import model_files, plan_options, sample_job
+from stages.sample import load_models, model_files, plan_options, sample_job
 
 VARIANTS = ("off", "pooled", "as_sampled")
 
@@ -85,6 +87,11 @@ def main() -> None:
         default="",
         help="overrides of the run's sampling section, e.g. 'sampler=dpmpp,steps=8' ('|' between sets)",
     )
+    parser.add_argument(
+        "--dispersion",
+        help="instead: the run's unconditional network's clips under each '|'-separated set of overrides "
+        "(32 clips, no restoring force): per-channel mean and std, the data's being 0 and 1",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -95,6 +102,9 @@ def main() -> None:
     evaluated = read_manifest(record.stages["evaluate"].output)
     files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
     plan = plan_options(config) | {"frames": args.frames}
+    if args.dispersion is not None:
+        print_dispersion(config, files, args.dispersion.split("|"))
+        return
     split, real_shards = real_split_of(manifests["shard"])
     section = config.evaluate
     floor = json.loads(Path(evaluated["out_dir"], "metrics.json").read_text())["real_floor"]["fvd"]
@@ -141,9 +151,31 @@ def main() -> None:
         row = {"sampling": overrides or "run's", "variant": variant, "seed": seed} | {
             goal.name.split(" (")[0]: goal.value for goal in goals
         }
+        # What the sampler itself draws (data: 1): with `off`, the networks' own dispersion.
+        first_std = jobs["default-autoregressive"]["latent_std_first_window"]
+        row["latent std, frames 0-15 (autoregressive)"] = first_std
         rows.append(row)
         print(json.dumps(row), flush=True)
     print_table(rows)
+
+
+def print_dispersion(config, files: dict, override_sets: list[str], clips: int = 32) -> None:
+    """How far the sampler alone shrinks the unconditional network's clips (pooled over clips)."""
+    models = load_models(files, torch.device("cpu"))
+    side = config.data.resolution // config.autoencoder.model.fs
+    shape = (clips, models.unconditional.config.out_channels, config.train_uncond.frames, side, side)
+    cpu = torch.device("cpu")
+    for overrides in override_sets:
+        sampling = settings_of(config.sampling.model_dump() | parse_overrides(overrides), "off")
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad(), autocast(cpu, autocast_dtype(config.sample.precision, cpu)):
+            clip = sample_clips(models.unconditional, shape, models.schedule, sampling, generator, cpu, clips)
+        mean, std = (f(clip.float(), dim=(0, 2, 3, 4)).tolist() for f in (torch.mean, torch.std))
+        print(
+            f"{overrides or 'as the run sampled':<32} mean {' '.join(f'{m:+.2f}' for m in mean)}"
+            f"   std {' '.join(f'{v:.3f}' for v in std)}",
+            flush=True,
+        )
 
 
 def measure_job(strategy, sampling, seed, args, config, files, plan, scorer) -> dict:
@@ -165,7 +197,9 @@ def measure_job(strategy, sampling, seed, args, config, files, plan, scorer) -> 
             precision=config.sample.precision,
         )
         paths = [str(Path(folder, video)) for video in job["videos"]]
-        return scorer(paths, first_window_fvd=strategy == "autoregressive")
+        scores = scorer(paths, first_window_fvd=strategy == "autoregressive")
+        first = job["latent_stats"][0]["std"]  # pooled over the videos, per channel
+        return scores | {"latent_std_first_window": sum(first) / len(first)}
 
 
 def print_table(rows: list[dict]) -> None:

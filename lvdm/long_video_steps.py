@@ -43,6 +43,11 @@ class SamplingSettings:
     # With `renormalise`: "pooled" puts the first clip at mean 0 / std 1 pooled over the videos;
     # "as_sampled" keeps it as drawn and only holds later chunks at each video's first clip.
     renormalise_first_clip: str = "pooled"
+    # Another sampler for clips with nothing given (a video's first clip); None: `sampler`,
+    # `steps`. An ODE solver draws a first clip closer to the data's spread than few-step
+    # DDIM at η = 1, which conditioned chunks may still prefer (benchmarks/bench_sampling_goals.py).
+    first_clip_sampler: SamplerName | None = None
+    first_clip_steps: int | None = None
 
 
 def fill_between_keys(
@@ -97,9 +102,10 @@ def sample_clips(
     unconditional mode, which still gets the noise-level embedding of s (training gave every
     example one) but no guidance (ε_c = ε_u). Otherwise conditioned, perturbed to s, guided.
     """
+    nothing_given = mask is None or not bool(mask.any())
     options = {
-        "sampler": sampling.sampler,
-        "steps": sampling.steps,
+        "sampler": (nothing_given and sampling.first_clip_sampler) or sampling.sampler,
+        "steps": (nothing_given and sampling.first_clip_steps) or sampling.steps,
         "eta": sampling.eta,
         "ddim_last_step": sampling.ddim_last_step,
     }

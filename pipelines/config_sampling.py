@@ -38,8 +38,14 @@ class SamplingSection(Section):
         "pooled",
         description="with renormalise: `pooled` puts the first clip at mean 0 / std 1 pooled over the "
         "videos; `as_sampled` leaves it as the network drew it and only holds later chunks at it "
-        "(benchmarks/bench_first_window.py measures both)",
+        "(benchmarks/bench_sampling_goals.py measures both)",
     )
+    first_clip_sampler: Literal["ddim", "ddpm", "dpmpp"] | None = Field(
+        None,
+        description="the sampler of clips with nothing given (each long video's first clip); "
+        "default: `sampler`",
+    )
+    first_clip_steps: int | None = Field(None, ge=1, description="its steps; default: `steps`")
 
 
 class SampleSection(Section):

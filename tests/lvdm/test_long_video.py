@@ -247,3 +247,29 @@ def test_conditional_networks_and_noise_levels_are_checked(prediction, schedule)
                 sampling=SamplingSettings(noise_level=300),
             )
         )
+
+
+class StepCounter(ZeroNoise):
+    """Counts the network calls of each sampling call (timesteps restart high: a new call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self._last_t: int | None = None
+
+    def forward(self, x, t, noise_level=None):
+        if self._last_t is None or int(t[0]) > self._last_t:
+            self.calls.append(0)
+        self._last_t = int(t[0])
+        self.calls[-1] += 1
+        return super().forward(x, t, noise_level)
+
+
+def test_the_first_clip_can_have_its_own_sampler_and_steps(schedule):
+    network = StepCounter()
+    sampling = SamplingSettings(steps=2, noise_level=0, guidance_weight=0.0,
+                                first_clip_sampler="ddim", first_clip_steps=5)  # fmt: skip
+    total(autoregressive_latents(network, schedule, videos=1, latents=10, latent_shape=LATENT, clip=4,
+                                 sampling=sampling))  # fmt: skip
+    # The first clip has nothing given: 5 steps; then ceil((10 - 4) / 3) = 2 conditioned clips of 2.
+    assert network.calls == [5, 2, 2]
