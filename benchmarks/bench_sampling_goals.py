@@ -38,6 +38,7 @@ from pipelines.generate_cli import MODEL_STAGES, run_with_models
 from stages.contract import read_manifest
 from stages.evaluate import (
     evaluate_jobs,
+    fvd_options,
     i3d_cache,
     real_split_of,
     real_synthetic_reference,
@@ -57,19 +58,11 @@ def settings_of(base: dict, variant: str) -> SamplingSettings:
     return SamplingSettings(**base | {"renormalise": True, "renormalise_first_clip": variant})
 
 
-def parse_overrides(text: str) -> dict:
-    """'sampler=dpmpp,steps=8' -> {'sampler': 'dpmpp', 'steps': 8} (numbers as numbers)."""
-    overrides = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = int(value)
-        except ValueError:
-            try:
-                overrides[key] = float(value)
-            except ValueError:
-                overrides[key] = value
-    return overrides
+def sampling_with(config_file: str, overrides: str) -> dict:
+    """The run's `sampling` section with 'sampler=dpmpp,steps=8' applied as `--set sampling.…`
+    would apply them: parsed as YAML and validated, so a misspelt key or value is refused."""
+    sets = [f"sampling.{item}" for item in filter(None, overrides.split(","))]
+    return load_pipeline(config_file, sets).sampling.model_dump()
 
 
 def main() -> None:
@@ -97,13 +90,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     record = run_with_models(args.workdir, args.run)
-    config = load_pipeline(storage.join(record.folder, "config.yaml"))
+    config_file = storage.join(record.folder, "config.yaml")
+    config = load_pipeline(config_file)
     manifests = {name: read_manifest(record.stages[name].output) for name in (*MODEL_STAGES, "shard")}
     evaluated = read_manifest(record.stages["evaluate"].output)
     files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
     plan = plan_options(config) | {"frames": args.frames}
     if args.dispersion is not None:
-        print_dispersion(config, files, args.dispersion.split("|"))
+        print_dispersion(config, config_file, files, args.dispersion.split("|"))
         return
     split, real_shards = real_split_of(manifests["shard"])
     section = config.evaluate
@@ -114,21 +108,9 @@ def main() -> None:
     def scorer(paths: list[str], first_window_fvd: bool) -> dict:
         scores = {"synthetic": synthetic_scores(paths, section.window, real)}
         if first_window_fvd:
-            fvd = evaluate_jobs(
-                real_shards,
-                {"job": paths},
-                window=section.window,
-                real_clips=section.real_clips,
-                batch_size=section.batch_size,
-                i3d=str(section.i3d) if section.i3d else None,
-                home=str(config.weights.home) if config.weights.home else None,
-                cache=i3d_cache(evaluated["out_dir"]),
-                cache_key=f"{manifests['shard']['key']}-{split}-{section.real_clips}x{section.window}",
-                device=torch.device("cpu"),
-                i3d_sha256=section.i3d_sha256,
-                trust_i3d=section.trust_i3d,
-                fvd_every=10**6,  # the first window only
-            )
+            options = fvd_options(config, manifests["shard"], split, i3d_cache(evaluated["out_dir"]))
+            options["fvd_every"] = 10**6  # the first window only
+            fvd = evaluate_jobs(real_shards, {"job": paths}, device=torch.device("cpu"), **options)
             scores["fvd16"] = fvd["jobs"]["job"]["fvd16"]
         return scores
 
@@ -140,7 +122,7 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(","))
     ]
     for overrides, variant, seed in runs:
-        sampling = settings_of(config.sampling.model_dump() | parse_overrides(overrides), variant)
+        sampling = settings_of(sampling_with(config_file, overrides), variant)
         jobs = {}
         for strategy in ("autoregressive", "hierarchical"):
             jobs[f"default-{strategy}"] = measure_job(
@@ -159,14 +141,16 @@ def main() -> None:
     print_table(rows)
 
 
-def print_dispersion(config, files: dict, override_sets: list[str], clips: int = 32) -> None:
+def print_dispersion(
+    config, config_file: str, files: dict, override_sets: list[str], clips: int = 32
+) -> None:
     """How far the sampler alone shrinks the unconditional network's clips (pooled over clips)."""
     models = load_models(files, torch.device("cpu"))
     side = config.data.resolution // config.autoencoder.model.fs
     shape = (clips, models.unconditional.config.out_channels, config.train_uncond.frames, side, side)
     cpu = torch.device("cpu")
     for overrides in override_sets:
-        sampling = settings_of(config.sampling.model_dump() | parse_overrides(overrides), "off")
+        sampling = settings_of(sampling_with(config_file, overrides), "off")
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad(), autocast(cpu, autocast_dtype(config.sample.precision, cpu)):
             clip = sample_clips(models.unconditional, shape, models.schedule, sampling, generator, cpu, clips)

@@ -102,7 +102,7 @@ def sample_clips(
     unconditional mode, which still gets the noise-level embedding of s (training gave every
     example one) but no guidance (ε_c = ε_u). Otherwise conditioned, perturbed to s, guided.
     """
-    nothing_given = mask is None or not bool(mask.any())
+    nothing_given = mask is None or not bool(mask.any())  # a video's first clip
     options = {
         "sampler": (nothing_given and sampling.first_clip_sampler) or sampling.sampler,
         "steps": (nothing_given and sampling.first_clip_steps) or sampling.steps,
@@ -134,8 +134,7 @@ def sample_clips(
             )
         )
     video = torch.cat(parts)
-    first_clip = anchor is None  # later chunks and fills always come with their video's anchor
-    if sampling.renormalise and not (first_clip and sampling.renormalise_first_clip == "as_sampled"):
+    if sampling.renormalise and not (nothing_given and sampling.renormalise_first_clip == "as_sampled"):
         video = renormalise_sampled(video, mask, anchor)
     return video
 

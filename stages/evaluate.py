@@ -44,19 +44,7 @@ def run(ctx: StageContext) -> dict:
         name: [storage.join(sample["out_dir"], video) for video in record["videos"]]
         for name, record in sample["outputs"]["jobs"].items()
     }
-    cache = i3d_cache(ctx.out_dir)
-    options = {
-        "window": section.window,
-        "fvd_every": section.fvd_every,
-        "real_clips": section.real_clips,
-        "batch_size": section.batch_size,
-        "i3d": str(section.i3d) if section.i3d else None,
-        "i3d_sha256": section.i3d_sha256,
-        "trust_i3d": section.trust_i3d,
-        "home": str(ctx.config.weights.home) if ctx.config.weights.home else None,
-        "cache": cache,
-        "cache_key": f"{shard['key']}-{split}-{section.real_clips}x{section.window}",
-    }
+    options = fvd_options(ctx.config, shard, split, i3d_cache(ctx.out_dir))
     print(f"[evaluate] {len(jobs)} jobs; real clips from the {split} split")
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
     check_tasks("evaluate", f"evaluate.use_gpu={section.use_gpu}", {"CPU": 1, "GPU": int(section.use_gpu)})
@@ -88,6 +76,24 @@ def run(ctx: StageContext) -> dict:
         print("\n".join(f"[evaluate] {line}" for line in format_goals(goals).splitlines()))
         outputs["goals"] = [dataclasses.asdict(goal) for goal in goals]
     return outputs
+
+
+def fvd_options(config, shard: dict, split: str, cache: str) -> dict:
+    """`evaluate_jobs`' keyword arguments from a pipeline config (its `evaluate` section), with
+    the real clips' I3D statistics cached in `cache` under the shard stage's key and split."""
+    section, home = config.evaluate, config.weights.home
+    return {
+        "window": section.window,
+        "fvd_every": section.fvd_every,
+        "real_clips": section.real_clips,
+        "batch_size": section.batch_size,
+        "i3d": str(section.i3d) if section.i3d else None,
+        "i3d_sha256": section.i3d_sha256,
+        "trust_i3d": section.trust_i3d,
+        "home": str(home) if home else None,
+        "cache": cache,
+        "cache_key": f"{shard['key']}-{split}-{section.real_clips}x{section.window}",
+    }
 
 
 def real_split_of(shard: dict) -> tuple[str, list[str]]:
