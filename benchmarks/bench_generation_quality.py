@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from data_prep.appearance import appearance as exact_appearance
+from data_prep.appearance import appearance_ratios, mean_appearance
 from data_prep.sources.synthetic import render, simulate
 from lvdm.autoencoder import denormalise, latent_normalisation, normalise
 from lvdm.diffusion.masks import prediction_mask
@@ -94,7 +96,11 @@ def windows_at(latents: torch.Tensor, frames: int, stride: int, count: int) -> t
     return torch.stack([latents[i % len(latents), :, s : s + span : stride] for i, s in enumerate(starts)])
 
 
-def train(args, network: UNet3D, latents: torch.Tensor, **trainer_options) -> DiffusionTrainer:
+def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_options) -> DiffusionTrainer:
+    """`args.steps` steps of random windows of `latents`; `at(step, trainer)` runs after each
+    step listed in `--eval-at` (one run gives the curve of a figure against training steps:
+    the learning rate is constant, so step k of a longer run is a k-step run)."""
+    evaluate_at = {int(s) for s in args.eval_at.split(",") if s}
     trainer = DiffusionTrainer(
         network,
         NoiseSchedule.linear(),
@@ -119,6 +125,8 @@ def train(args, network: UNet3D, latents: torch.Tensor, **trainer_options) -> Di
         if (step + 1) % 500 == 0:
             seconds = (time.perf_counter() - started) / (step + 1)
             print(f"step {step + 1}: loss {loss:.4f}, {seconds:.3f} s/step", flush=True)
+        if at is not None and step + 1 in evaluate_at:
+            at(step + 1, trainer)
     return trainer
 
 
@@ -141,6 +149,10 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     parser.add_argument("--sample-steps", default="20", help="DDIM steps, comma-separated")
     parser.add_argument("--eta", type=float, default=1.0)
+    parser.add_argument("--sampler", choices=["ddim", "dpmpp", "ddpm"], default="ddim", help="uncond")
+    parser.add_argument(
+        "--eval-at", default="", help="uncond: also score the EMA network after these steps, e.g. 500,1000"
+    )
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--cond", type=int, default=1, help="pred: latents given")
     parser.add_argument(
@@ -185,26 +197,21 @@ def main() -> None:
         norm_groups=8,
     )
     if args.task == "uncond":
-        trainer = train(args, UNet3D(in_channels=4, out_channels=4, **unet), data)
-        model = trainer.ema.model.eval()
-        real = appearance(synthetic_videos(64, split=1)[: args.samples, :8])
-        result["real"] = real
-        for steps in (int(s) for s in args.sample_steps.split(",")):
-            sample = sample_latents(
-                model,
-                (args.samples, 4, 4, 16, 16),
-                trainer.schedule,
-                steps=steps,
-                eta=args.eta,
-                generator=torch.Generator().manual_seed(7),
-            )
-            fake = appearance(decode(autoencoder, denormalise(sample, scale, shift)))
-            result[f"ddim{steps}"] = {
-                "coverage_ratio": fake["coverage"] / real["coverage"],
-                "change_ratio": fake["change"] / real["change"],
-                "sample_mean": per_channel(sample, "mean"),
-                "sample_std": per_channel(sample, "std"),
-            }
+        real_clips = synthetic_videos(64, split=1)[: args.samples, :8]
+        real = appearance(real_clips)
+        real_exact = mean_appearance([exact_appearance(clip) for clip in real_clips])
+        result["real"] = real | {"exact": real_exact}
+        curve: dict[int, dict] = {}
+
+        def figures(step: int, trainer: DiffusionTrainer) -> None:
+            curve[step] = unconditional_figures(args, trainer, autoencoder, scale, shift, real, real_exact)
+            print(json.dumps({"step": step, **curve[step]}), flush=True)
+
+        trainer = train(args, UNet3D(in_channels=4, out_channels=4, **unet), data, at=figures)
+        if args.steps not in curve:
+            figures(args.steps, trainer)
+        result |= curve[args.steps]
+        result["curve"] = curve
     else:
         strides = [int(s) for s in args.strides.split(",")]
         network = UNet3D(
@@ -245,6 +252,39 @@ def main() -> None:
         for setting in filter(None, args.rollout.split(";")):
             result[f"rollout {setting}"] = rollout(trainer.ema.model.eval(), trainer.schedule, setting)
     print(json.dumps(result), flush=True)
+
+
+def unconditional_figures(
+    args, trainer: DiffusionTrainer, autoencoder, scale, shift, real: dict, real_exact: dict
+) -> dict:
+    """The EMA network's samples (8 frames each) against real clips, per sampler step count:
+    the crude coverage/change ratios of the README's first table and the exact appearance
+    statistics of the reference goals (`data_prep.appearance`: shape count, size, on-palette
+    fraction), each a ratio to real, and the sampled latents' per-channel mean and std."""
+    model = trainer.ema.model.eval()
+    figures = {}
+    for steps in (int(s) for s in args.sample_steps.split(",")):
+        sample = sample_latents(
+            model,
+            (args.samples, 4, 4, 16, 16),
+            trainer.schedule,
+            sampler=args.sampler,
+            steps=steps,
+            eta=args.eta,
+            generator=torch.Generator().manual_seed(7),
+        )
+        frames = decode(autoencoder, denormalise(sample, scale, shift))
+        fake = appearance(frames)
+        exact = appearance_ratios(mean_appearance([exact_appearance(clip) for clip in frames]), real_exact)
+        figures[f"{args.sampler}{steps}"] = {
+            "coverage_ratio": fake["coverage"] / real["coverage"],
+            "change_ratio": fake["change"] / real["change"],
+            "exact_vs_real": {k: None if v is None else round(v, 3) for k, v in exact.items()},
+            "sample_mean": per_channel(sample, "mean"),
+            "sample_std": per_channel(sample, "std"),
+        }
+    model.train()
+    return figures
 
 
 def positions(args, trainer: DiffusionTrainer, autoencoder, scale, shift, strides: list[int]) -> dict:

@@ -99,21 +99,7 @@ def main() -> None:
     if args.dispersion is not None:
         print_dispersion(config, config_file, files, args.dispersion.split("|"))
         return
-    split, real_shards = real_split_of(manifests["shard"])
-    section = config.evaluate
-    floor = json.loads(Path(evaluated["out_dir"], "metrics.json").read_text())["real_floor"]["fvd"]
-    real = real_synthetic_reference(real_shards, section.window, section.real_clips)
-    print(f"real-vs-real FVD16 floor (the evaluate stage's): {floor:.1f}", flush=True)
-
-    def scorer(paths: list[str], first_window_fvd: bool) -> dict:
-        scores = {"synthetic": synthetic_scores(paths, section.window, real)}
-        if first_window_fvd:
-            options = fvd_options(config, manifests["shard"], split, i3d_cache(evaluated["out_dir"]))
-            options["fvd_every"] = 10**6  # the first window only
-            fvd = evaluate_jobs(real_shards, {"job": paths}, device=torch.device("cpu"), **options)
-            scores["fvd16"] = fvd["jobs"]["job"]["fvd16"]
-        return scores
-
+    scorer, real, floor = run_scorer(config, manifests, evaluated)
     rows = []
     runs = [
         (overrides, variant, seed)
@@ -139,6 +125,28 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print_table(rows)
+
+
+def run_scorer(config, manifests: dict, evaluated: dict):
+    """`scorer(paths, first_window_fvd)`: the evaluate stage's scores of a finished run's sample
+    files (exact metrics against the run's real clips; FVD16 of the first window against its
+    cached I3D statistics), with the real statistics and the run's real-vs-real FVD floor."""
+    split, real_shards = real_split_of(manifests["shard"])
+    section = config.evaluate
+    floor = json.loads(Path(evaluated["out_dir"], "metrics.json").read_text())["real_floor"]["fvd"]
+    real = real_synthetic_reference(real_shards, section.window, section.real_clips)
+    print(f"real-vs-real FVD16 floor (the evaluate stage's): {floor:.1f}", flush=True)
+
+    def scorer(paths: list[str], first_window_fvd: bool) -> dict:
+        scores = {"synthetic": synthetic_scores(paths, section.window, real)}
+        if first_window_fvd:
+            options = fvd_options(config, manifests["shard"], split, i3d_cache(evaluated["out_dir"]))
+            options["fvd_every"] = 10**6  # the first window only
+            fvd = evaluate_jobs(real_shards, {"job": paths}, device=torch.device("cpu"), **options)
+            scores["fvd16"] = fvd["jobs"]["job"]["fvd16"]
+        return scores
+
+    return scorer, real, floor
 
 
 def print_dispersion(

@@ -86,6 +86,12 @@ class DiffusionTrainSection(TrainSection):
     lr: float = Field(6e-5, gt=0, description="official unconditional lr")
     weight_decay: float = Field(0.01, ge=0, description="AdamW's default, as the official release")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="sampling always uses the EMA weights")
+    snapshot_every: Annotated[int | None, EXECUTION] = Field(
+        None,
+        ge=1,
+        description="also keep the EMA weights every N steps (snapshots/unet-step-N.pt beside unet.pt), "
+        "for a figure-against-steps curve (benchmarks/bench_goal_curves.py); off by default",
+    )
 
 
 class ConditionalTrainSection(DiffusionTrainSection):

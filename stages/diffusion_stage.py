@@ -7,7 +7,7 @@ they train (derived from `diffusion.unet`), the latent loader over `cache_latent
 the Ray Train worker loop (through `stages.ray_training`), the decoded mp4 previews and the
 weights file. `train_t2v` shares the pieces that are not about the task: the latent shards of
 its cache (`latent_shards`), the step loop after the trainer is built (`train_latent_steps`)
-and the EMA weights file (`save_ema_unet`).
+and the EMA weights file (`save_ema_unet`, and the `snapshot_every` snapshots beside it).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from stages.ray_training import WorkerSession
 from stages.unet_file import FILENAME, read_unet, save_unet
 
 Kind = Literal["uncond", "pred", "interp"]
+SNAPSHOTS = "snapshots"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def run_training(ctx: StageContext, task: DiffusionTask, section, init_from: str
     final_loss = state.get("final_loss")
     return {
         "unet": FILENAME,
+        "snapshots": kept_snapshots(ctx, section.train),
         "unet_config": kwargs,
         "task": asdict(task),
         "steps": state["step"],
@@ -156,6 +158,35 @@ def save_ema_unet(ctx: StageContext, kwargs: dict, state: dict) -> str:
     return unet_file
 
 
+def snapshot_name(step: int) -> str:
+    """Where `train.snapshot_every` keeps the EMA weights of `step`, relative to the stage folder."""
+    return f"{SNAPSHOTS}/unet-step-{step:07d}.pt"
+
+
+def kept_snapshots(ctx: StageContext, train: Any) -> list[dict]:
+    """`{step, file}` of each snapshot of a finished stage, for the stage's record: those its
+    `snapshot_every` asked for and that exist (a stage finished before the option was set has
+    none; the option is out of the cache key)."""
+    every = train.snapshot_every
+    steps = range(every, train.steps + 1, every) if every else []
+    return [
+        {"step": s, "file": snapshot_name(s)}
+        for s in steps
+        if storage.is_file(storage.join(ctx.out_dir, snapshot_name(s)))
+    ]
+
+
+def snapshot_writer(cfg: dict, trainer: Any) -> Callable[[int], None]:
+    """Rank 0's `snapshot(step)`: the trainer's EMA network as a weights file of the stage's own
+    format, under the stage folder (atomic: a killed write leaves no partial file)."""
+
+    def snapshot(step: int) -> None:
+        path = storage.join(cfg["out_dir"], snapshot_name(step))
+        save_unet(path, cfg["unet"], trainer.ema.model.state_dict(), step)
+
+    return snapshot
+
+
 def train_latent_steps(
     session: WorkerSession,
     trainer: DiffusionTrainer,
@@ -167,6 +198,7 @@ def train_latent_steps(
     captions: bool = False,
     step: Callable[[Any, int], dict[str, float]],
     previewer: Callable[[], Callable[[torch.nn.Module, int], dict[str, float]]],
+    snapshot: Callable[[int], None] | None = None,
 ) -> None:
     """A worker's loop once its trainer is built, the same for every latent diffusion stage:
     resume the trainer from the newest checkpoint; read this rank's batches of latent windows
@@ -214,6 +246,7 @@ def train_latent_steps(
         preview=lambda current: preview(trainer.ema.model, current),
         items_name="latents_per_s",
         metrics=buckets.pop,
+        snapshot=snapshot,
     )
 
 
@@ -263,6 +296,7 @@ def _train_loop(cfg: dict) -> None:
         stride=stride,
         step=step,
         previewer=lambda: Previewer(cfg, task, session),
+        snapshot=snapshot_writer(cfg, trainer),
     )
 
 

@@ -61,6 +61,7 @@ def fit(ctx: StageContext, loop: Callable[[dict], None], loop_config: dict, trai
         "stage": ctx.name,
         "tracking": dataclasses.asdict(ctx.tracking),
         "fault_step": fault_step(ctx.name),
+        "out_dir": ctx.out_dir,
     }
     ensure_ray(ctx.config.ray.address, ctx.config.ray.num_cpus)
     # Before any worker starts: an impossible request is an error naming the --set that fits,
@@ -170,6 +171,7 @@ def train_steps(
     preview: Callable[[int], dict[str, float]] | None = None,
     items_name: str = "clips_per_s",
     metrics: Callable[[], dict[str, float]] | None = None,
+    snapshot: Callable[[int], None] | None = None,
 ) -> None:
     """The loop every training stage runs, from `start` to `train["steps"]`.
 
@@ -177,7 +179,9 @@ def train_steps(
     (segment = step // checkpoint_every: a resumed run replays exactly the data it would
     have seen); `step(batch, global_step)` does one optimiser step and returns its logs;
     `state(step, final)` is the checkpoint payload (rank 0); `preview(step)` logs samples
-    and returns metrics; `metrics()` adds logs gathered over the log window.
+    and returns metrics; `metrics()` adds logs gathered over the log window; `snapshot(step)`
+    keeps the weights every `train["snapshot_every"]` steps (rank 0; a resumed run rewrites the
+    replayed ones with the same weights).
 
     The first step runs under a FLOP counter (once; it is a little slower for it): with the
     window's wall time that gives the model TFLOP/s per worker and, against the device's
@@ -217,6 +221,8 @@ def train_steps(
                 window_start, window_step = time.perf_counter(), current
             if session.log and preview and current % train["preview_every"] == 0:
                 tracking.log_metrics(session.log, preview(current), current)
+            if snapshot and session.rank == 0 and current % (train.get("snapshot_every") or total + 1) == 0:
+                snapshot(current)
         report(session, current, state, final=current >= total)
     bar.close()
 

@@ -53,20 +53,24 @@ def run(ctx: StageContext) -> dict:
     if ctx.config.data.dataset == "synthetic" and ctx.config.data.stride == 1:
         from stages.position_check import describe, flat_metrics
 
-        position = run_position_check(ctx, section, storage.join(ctx.out_dir, FILENAME), uncond_file, outputs)
+        pred_file = storage.join(ctx.out_dir, FILENAME)
+        position = run_position_check(ctx.config, pred_file, uncond_file, outputs)
         tracking.log_metrics(ctx.tracking, flat_metrics(position), outputs["steps"])
         print(f"[train_pred] position error on held-out clips, pixels (found):\n{describe(position)}")
         outputs["position_check"] = position
     return outputs
 
 
-def run_position_check(ctx: StageContext, section, pred_file: str, uncond_file: str, outputs: dict) -> dict:
-    """Issue 21 item 3 on the driver: decoded continuations' shape positions on held-out clips."""
+def run_position_check(config, pred_file: str, uncond_file: str, outputs: dict) -> dict:
+    """Issue 21 item 3 on the driver: decoded continuations' shape positions on held-out clips.
+
+    Of any prediction network file of this `config` (`benchmarks/bench_goal_curves.py` runs it
+    on the stage's snapshots); `outputs` gives the autoencoder and the latent scale/shift."""
     from lvdm.long_video import SamplingSettings
     from stages.autoencoder_file import load_autoencoder
     from stages.position_check import heldout_clips, position_check
 
-    config = ctx.config
+    section = config.train_pred
     prediction, _ = load_unet(pred_file)
     unconditional, _ = load_unet(uncond_file)
     autoencoder, _ = load_autoencoder(outputs["autoencoder"])

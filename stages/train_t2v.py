@@ -47,9 +47,11 @@ from stages.contract import Stage, StageContext
 from stages.diffusion_stage import (
     DiffusionTask,
     describe_unet,
+    kept_snapshots,
     latent_shards,
     save_ema_unet,
     schedule_of,
+    snapshot_writer,
     train_latent_steps,
 )
 from stages.t2v_model import SD_VAE, VIDEO_AUTOENCODER, load_decoder, open_text_encoder
@@ -104,6 +106,7 @@ def run(ctx: StageContext) -> dict:
     save_ema_unet(ctx, kwargs, state)
     return {
         "unet": FILENAME,
+        "snapshots": kept_snapshots(ctx, t2v.train),
         "unet_config": kwargs,
         "steps": state["step"],
         "final_loss": state.get("final_loss"),
@@ -232,6 +235,7 @@ def _train_loop(cfg: dict) -> None:
         captions=True,
         step=step,
         previewer=lambda: Previewer(cfg, session, text, null_context),
+        snapshot=snapshot_writer(cfg, trainer),
     )
 
 

@@ -30,6 +30,7 @@ CHEAP_AUTOENCODER = ["autoencoder.loss={perceptual_weight: 0, disc_start: 1000}"
 
 def _run(workdir: Path, **kwargs):
     overrides = TINY_DEMO + TINY_AUTOENCODER + CHEAP_AUTOENCODER + TINY_DIFFUSION + SAMPLE + [STAGES]
+    overrides += ["train_uncond.train.snapshot_every=1"]
     config = load_pipeline(PIPELINES / "demo.yaml", overrides)
     return run_pipeline(config, workdir, "demo.yaml", echo=lambda *_: None, **kwargs)
 
@@ -55,6 +56,19 @@ def test_diffusion_stages_resume_after_a_crash_then_sample_and_evaluate(
     }
     assert manifests["train_uncond"]["resumed_from_step"] == 2 and manifests["train_uncond"]["steps"] == 4
     assert manifests["train_pred"]["resumed_from_step"] == 0
+
+    # snapshot_every: the EMA weights of every step, steps 1-3 written before the crash (3 again
+    # after the resume from 2); the last one is the stage's unet.pt. train_pred kept none.
+    uncond_dir = Path(record.stages["train_uncond"].output)
+    assert manifests["train_uncond"]["snapshots"] == [
+        {"step": s, "file": f"snapshots/unet-step-{s:07d}.pt"} for s in (1, 2, 3, 4)
+    ]
+    assert manifests["train_pred"]["snapshots"] == []
+    final = load_unet(uncond_dir / "unet.pt")[0].state_dict()
+    last, meta = load_unet(uncond_dir / "snapshots/unet-step-0000004.pt")
+    first = load_unet(uncond_dir / "snapshots/unet-step-0000001.pt")[0].state_dict()
+    assert meta["step"] == 4 and all(torch.equal(v, final[k]) for k, v in last.state_dict().items())
+    assert not all(torch.equal(v, final[k]) for k, v in first.items())
 
     # The saved networks rebuild from their files; the conditional ones take the mask channel.
     for name, channels, frames in (("train_uncond", 4, 4), ("train_pred", 5, 2), ("train_interp", 5, 3)):
