@@ -66,11 +66,16 @@ class TorchScriptI3D(nn.Module):
         return self.scripted(video, rescale=False, resize=False, return_features=True)
 
 
-# sha256 of TorchScript I3D files loaded without further ado: the community file as published
-# (StyleGAN-V's `i3d_torchscript.pt`). Empty until that hash is confirmed against the download:
-# it could not be fetched where this was written, and an unverified pin would be worse than none.
-# Meanwhile a file loads with the user's own pin (`sha256=`) or an explicit `trust=True`.
+# sha256 of TorchScript I3D files loaded without further ado. The community file (StyleGAN-V's
+# `i3d_torchscript.pt`, on Dropbox) has no published sha256 that could be read where this was
+# written, and an unverified sha256 pin would be worse than none.
 PINNED_TORCHSCRIPT_SHA256: frozenset[str] = frozenset()
+# What is published is the file's git blob id: the copy at fvd/styleganv/i3d_torchscript.pt of
+# JunyaoHu/common_metrics_on_video_quality (commit 5f75173), the copy the FVD code of several video
+# projects links, lists blob 93daef59…. A git blob id is SHA-1 over "blob <size>\0" + the bytes:
+# forging a second file with the id of a file one did not make is a second preimage, which SHA-1's
+# known (chosen-prefix collision) attacks do not give.
+PINNED_TORCHSCRIPT_GIT_BLOBS: frozenset[str] = frozenset({"93daef59c7ae0e9e8f76225521407e60cbafa6aa"})
 
 
 class UntrustedTorchScriptError(ValueError):
@@ -85,13 +90,27 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_id(path: str | Path) -> str:
+    """The id git gives the file's bytes (`git hash-object FILE`)."""
+    digest = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode(), usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_pinned(path: str | Path, sha256: str) -> bool:
+    return sha256 in PINNED_TORCHSCRIPT_SHA256 or git_blob_id(path) in PINNED_TORCHSCRIPT_GIT_BLOBS
+
+
 def load_i3d_torchscript(
     path: str | Path, *, sha256: str | None = None, trust: bool = False
 ) -> TorchScriptI3D:
     """Load the community `i3d_torchscript.pt` by path, in eval mode, on the CPU.
 
     A TorchScript file is code, not just weights: `torch.jit.load` runs what its author compiled
-    in. So it is loaded only if its sha256 is pinned (`PINNED_TORCHSCRIPT_SHA256`), equals the
+    in. So it is loaded only if it is pinned (`PINNED_TORCHSCRIPT_SHA256`, or the published git blob
+    id of the community file in `PINNED_TORCHSCRIPT_GIT_BLOBS`), its sha256 equals the
     `sha256` the caller vouches for, or the caller passes `trust=True`; a `sha256` that does not
     match is refused even then. The default `load_i3d()` reads plain safetensors converted from
     DeepMind's release and needs none of this.
@@ -105,7 +124,7 @@ def load_i3d_torchscript(
             f"{file} has sha256 {actual}, not the {sha256} it was pinned to: another file (changed, "
             "truncated or replaced); it was not loaded"
         )
-    if sha256 is None and actual not in PINNED_TORCHSCRIPT_SHA256 and not trust:
+    if sha256 is None and not trust and not is_pinned(file, actual):
         raise UntrustedTorchScriptError(
             f"{file} (sha256 {actual}) is a TorchScript file, i.e. code that loading would run, and "
             "its hash is not pinned. Pin the sha256 published with the file you downloaded "

@@ -245,6 +245,25 @@ def test_a_torchscript_i3d_runs_no_code_unless_its_hash_is_pinned_or_trusted(tmp
             load_fvd_model(file, **vetted)
 
 
+def test_the_community_file_is_pinned_by_its_published_git_blob_id(tmp_path, monkeypatch):
+    """The community I3D's only published hash is its git blob id: a file with a pinned id loads
+    without a flag; the id is the one `git hash-object` gives."""
+    import subprocess
+
+    from lvdm.metrics import fvd
+
+    file = tmp_path / "i3d_torchscript.pt"
+    file.write_bytes(b"stands in for the community file\n" * 1000)
+    expected = subprocess.run(["git", "hash-object", str(file)], capture_output=True, text=True, check=True)
+    assert fvd.git_blob_id(file) == expected.stdout.strip()
+    assert all(len(blob) == 40 and int(blob, 16) >= 0 for blob in fvd.PINNED_TORCHSCRIPT_GIT_BLOBS)
+    with pytest.raises(fvd.UntrustedTorchScriptError):
+        load_fvd_model(file)
+    monkeypatch.setattr(fvd, "PINNED_TORCHSCRIPT_GIT_BLOBS", frozenset({expected.stdout.strip()}))
+    with pytest.raises(ValueError, match="is not a TorchScript file"):  # past the gate: jit.load read it
+        load_fvd_model(file)
+
+
 @pytest.mark.pretrained
 def test_uint8_clip_features_are_the_reference_i3d_logits(pretrained_home, jax_reference):
     # The JAX reference saw these frames enlarged 7x by repetition: as uint8 at 224 px, preprocessing
