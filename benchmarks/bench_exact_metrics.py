@@ -1,6 +1,7 @@
 """The exact synthetic metrics on clips whose answer is known: what "like the data" reads as.
 
     python benchmarks/bench_exact_metrics.py [--videos 16] [--frames 64] [--resolution 32]
+    python benchmarks/bench_exact_metrics.py --video FILE.mp4 [--every 128]
 
 Videos of the synthetic source through H.264 (as the shard stage stores them), scored as the
 evaluate stage scores generated videos, against real 16-frame clips of the other split:
@@ -12,6 +13,8 @@ evaluate stage scores generated videos, against real 16-frame clips of the other
 Per set: appearance and motion error / real over all windows and in the last one, and the 95%
 bootstrap interval of the last window's coverage. Then the position check's baselines on the
 same clips (given 2 frames): still frame and true continuation, pixels at +4/+8/+16.
+`--video`: instead, one generated video's coverage and shapes per frame in the 16-frame window
+starting every `--every` frames (does a 1,024-frame video hold to the end?), beside real clips'.
 A script, not a test.
 """
 
@@ -49,8 +52,13 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=16)
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--video", help="score this one video's windows instead (an mp4)")
+    parser.add_argument("--every", type=int, default=128, help="--video: a window every N frames")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.video:
+        print_video_windows(args.video, args.every, args.videos, args.resolution)
+        return
 
     def source(split: str, frames: int, scale: float = 1.0) -> list[tuple[dict, np.ndarray]]:
         found = synthetic.discover(
@@ -112,6 +120,25 @@ def main() -> None:
         )
         print(f"  {name:18} {cells}")
     print(f"{time.perf_counter() - started:.1f} s")
+
+
+def print_video_windows(path: str, every: int, videos: int, resolution: int) -> None:
+    from data_prep.appearance import appearance
+
+    found = synthetic.discover(None, ["test"], num_videos=videos, num_frames=16, resolution=resolution)
+    real = [appearance(coded(synthetic.render(v.meta))[:16]) for v in found.videos]
+    print(
+        f"real ({len(real)} test clips, 16 frames): coverage {np.mean([r['coverage'] for r in real]):.3f}, "
+        f"shapes per frame {np.mean([r['shape_count'] for r in real]):.2f}"
+    )
+    frames = decode_video(Path(path).read_bytes()).frames
+    starts = list(range(0, len(frames) - 15, every))
+    for start in starts + ([len(frames) - 16] if starts and starts[-1] != len(frames) - 16 else []):
+        scores = appearance(frames[start : start + 16])
+        print(
+            f"frames {start}-{start + 15}: coverage {scores['coverage']:.3f}, "
+            f"shapes per frame {scores['shape_count']:.2f}"
+        )
 
 
 if __name__ == "__main__":
