@@ -180,8 +180,8 @@ def train_steps(
     have seen); `step(batch, global_step)` does one optimiser step and returns its logs;
     `state(step, final)` is the checkpoint payload (rank 0); `preview(step)` logs samples
     and returns metrics; `metrics()` adds logs gathered over the log window; `snapshot(step)`
-    keeps the weights every `train["snapshot_every"]` steps (rank 0; a resumed run rewrites the
-    replayed ones with the same weights).
+    keeps the weights every `train["snapshot_every"]` steps (rank 0; a resumed run writes the
+    ones of the steps it replays again).
 
     The first step runs under a FLOP counter (once; it is a little slower for it): with the
     window's wall time that gives the model TFLOP/s per worker and, against the device's
@@ -190,6 +190,7 @@ def train_steps(
     from tqdm import tqdm
 
     every, total = train["checkpoint_every"], train["steps"]
+    snapshot_every = train.get("snapshot_every")  # diffusion stages only
     current = start
     flops_per_step: int | None = None
     peak = device_peak(session.device, session.autocast_dtype(train["precision"]))
@@ -221,7 +222,7 @@ def train_steps(
                 window_start, window_step = time.perf_counter(), current
             if session.log and preview and current % train["preview_every"] == 0:
                 tracking.log_metrics(session.log, preview(current), current)
-            if snapshot and session.rank == 0 and current % (train.get("snapshot_every") or total + 1) == 0:
+            if snapshot and session.rank == 0 and snapshot_every and current % snapshot_every == 0:
                 snapshot(current)
         report(session, current, state, final=current >= total)
     bar.close()
