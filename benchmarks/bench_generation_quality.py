@@ -38,7 +38,7 @@ from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.diffusion.strides import window_span
 from lvdm.diffusion_training import DiffusionTrainer
 from lvdm.latent_stats import WindowedLatentStats
-from lvdm.long_video import SamplingSettings, autoregressive_latents
+from lvdm.long_video import SamplingSettings, autoregressive_latents, to_uint8_frames
 from lvdm.prediction_check import continuation_errors
 from lvdm.unet import UNet3D
 from stages.autoencoder_file import load_autoencoder
@@ -78,8 +78,7 @@ def decode(autoencoder, latents: torch.Tensor) -> np.ndarray:
         autoencoder.decode(latents[:, :, s : s + latent_clip])
         for s in range(0, latents.shape[2], latent_clip)
     ]
-    video = torch.cat(parts, dim=2).clamp(-1, 1)
-    return ((rearrange(video, "b c t h w -> b t h w c") + 1) * 127.5).round().byte().numpy()
+    return to_uint8_frames(torch.cat(parts, dim=2)).numpy()
 
 
 def appearance(frames: np.ndarray) -> dict[str, float]:
@@ -283,7 +282,6 @@ def unconditional_figures(
             "sample_mean": per_channel(sample, "mean"),
             "sample_std": per_channel(sample, "std"),
         }
-    model.train()
     return figures
 
 

@@ -36,7 +36,7 @@ from data_prep.appearance import appearance, appearance_ratios, mean_appearance
 from data_prep.decode import decode_video
 from data_prep.encode import encode_mp4
 from lvdm.autoencoder import denormalise, normalise
-from lvdm.long_video import SamplingSettings
+from lvdm.long_video import SamplingSettings, to_uint8_frames
 from lvdm.long_video_steps import sample_clips
 from lvdm.precision import autocast, autocast_dtype
 from pipelines.config import load_pipeline
@@ -69,9 +69,7 @@ def snapshot_files(manifests: dict) -> dict[int, dict[str, str]]:
 
 
 def sampling_of(config) -> SamplingSettings:
-    return SamplingSettings(
-        **{f.name: getattr(config.sampling, f.name) for f in dataclasses.fields(SamplingSettings)}
-    )
+    return SamplingSettings(**config.sampling.model_dump())
 
 
 def through_h264(frames: np.ndarray, fps: float, crf: int) -> np.ndarray:
@@ -82,8 +80,7 @@ def through_h264(frames: np.ndarray, fps: float, crf: int) -> np.ndarray:
 @torch.no_grad()
 def decoded(autoencoder, latents: torch.Tensor, scale, shift) -> np.ndarray:
     """`b t h w c` uint8 of normalised latents `b c l h w`."""
-    video = autoencoder.decode(denormalise(latents.float(), scale, shift)).clamp(-1, 1)
-    return ((rearrange(video, "b c t h w -> b t h w c") + 1) * 127.5).round().byte().numpy()
+    return to_uint8_frames(autoencoder.decode(denormalise(latents.float(), scale, shift))).numpy()
 
 
 def first_clip_ratios(clips: np.ndarray, real: dict, fps: float, crf: int) -> dict:

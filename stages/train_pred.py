@@ -12,8 +12,6 @@ pixels against the true trajectories. The figures go to the manifest and MLflow.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from data_prep import storage
@@ -90,9 +88,7 @@ def run_position_check(config, pred_file: str, uncond_file: str, outputs: dict) 
             latent_stride=section.latent_stride,
             unconditional_latents=config.train_uncond.frames,
             encode_window=config.data.frames,
-            sampling=SamplingSettings(
-                **{f.name: getattr(config.sampling, f.name) for f in dataclasses.fields(SamplingSettings)}
-            ),
+            sampling=SamplingSettings(**config.sampling.model_dump()),
             # A stride-aware model is checked at the data's pace: consecutive latents, decoded as
             # one video; the release's keys-only model at its keys' stride.
             stride=1 if task(section).strides else None,
