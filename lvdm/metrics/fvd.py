@@ -19,6 +19,7 @@ the real set at the same N.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -92,15 +93,16 @@ def file_sha256(path: str | Path) -> str:
 
 def git_blob_id(path: str | Path) -> str:
     """The id git gives the file's bytes (`git hash-object FILE`)."""
-    digest = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode(), usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return bytes_git_blob_id(Path(path).read_bytes())
 
 
-def is_pinned(path: str | Path, sha256: str) -> bool:
-    return sha256 in PINNED_TORCHSCRIPT_SHA256 or git_blob_id(path) in PINNED_TORCHSCRIPT_GIT_BLOBS
+def bytes_git_blob_id(data: bytes) -> str:
+    """`git hash-object` of these bytes: sha1 of a `blob <size>` header and the bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def is_pinned(data: bytes, sha256: str) -> bool:
+    return sha256 in PINNED_TORCHSCRIPT_SHA256 or bytes_git_blob_id(data) in PINNED_TORCHSCRIPT_GIT_BLOBS
 
 
 def load_i3d_torchscript(
@@ -118,13 +120,16 @@ def load_i3d_torchscript(
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"I3D TorchScript file {file} does not exist")
-    actual = file_sha256(file)
+    # Read once: both hashes and torch.jit.load see these bytes, so a file swapped after the
+    # check (a shared workdir, a cache another user can write) is never what gets loaded.
+    data = file.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
     if sha256 is not None and actual != sha256.strip().lower():
         raise UntrustedTorchScriptError(
             f"{file} has sha256 {actual}, not the {sha256} it was pinned to: another file (changed, "
             "truncated or replaced); it was not loaded"
         )
-    if sha256 is None and not trust and not is_pinned(file, actual):
+    if sha256 is None and not trust and not is_pinned(data, actual):
         raise UntrustedTorchScriptError(
             f"{file} (sha256 {actual}) is a TorchScript file, i.e. code that loading would run, and "
             "its hash is not pinned. Pin the sha256 published with the file you downloaded "
@@ -136,7 +141,7 @@ def load_i3d_torchscript(
         with warnings.catch_warnings():
             # torch deprecates TorchScript; this file exists only as TorchScript, loading it is the point.
             warnings.simplefilter("ignore", FutureWarning)
-            scripted = torch.jit.load(str(file), map_location="cpu")
+            scripted = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except RuntimeError as err:
         raise ValueError(f"{file} is not a TorchScript file (torch.jit.load failed: {err})") from err
     return TorchScriptI3D(scripted).eval().requires_grad_(False)
