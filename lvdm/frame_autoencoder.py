@@ -6,7 +6,9 @@ frame with SD's image autoencoder (fs = 8, 4 latent channels, no temporal compre
 `diffusers.AutoencoderKL` read from a local folder, with the interface of
 `lvdm.autoencoder.VideoAutoencoder` (`encode -> DiagonalGaussian`, `decode`, `latent_shape`) so
 the latent cache and the samplers take either. `diffusers` is imported when a folder is
-opened: `lvdm` stays importable with torch alone.
+opened: `lvdm` stays importable with torch alone. SD's VAE as one file in the original LDM
+layout (`.safetensors` / `.ckpt`, bare or under `first_stage_model.`) opens too
+(`lvdm.pretrained.ldm_vae` renames it; a `.ckpt` is read without unpickling).
 """
 
 from __future__ import annotations
@@ -34,19 +36,35 @@ class FrameAutoencoder(nn.Module):
 
     @classmethod
     def from_folder(cls, path: str | Path) -> FrameAutoencoder:
-        """SD's VAE from a diffusers folder: the SD folder (its `vae/`) or the VAE folder itself."""
+        """SD's VAE from a diffusers folder: the SD folder (its `vae/`) or the VAE folder itself;
+        or from a single `.safetensors` / `.ckpt` file (`from_single_file`)."""
         root = Path(path)
+        if root.is_file():
+            return cls.from_single_file(root)
         folder = root / "vae" if (root / "vae").is_dir() else root
         missing = [str(folder / name) for name in _FILES if not (folder / name).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"SD autoencoder folder {root}: missing {', '.join(missing)}. Supply Stable Diffusion 1.x's "
                 "VAE in the diffusers layout (a folder with vae/config.json and "
-                "vae/diffusion_pytorch_model.safetensors, e.g. the SD folder itself)"
+                "vae/diffusion_pytorch_model.safetensors, e.g. the SD folder itself), or its VAE as one "
+                ".safetensors / .ckpt file in the original LDM layout"
             )
         from diffusers import AutoencoderKL
 
         return cls(AutoencoderKL.from_pretrained(folder, local_files_only=True, use_safetensors=True))
+
+    @classmethod
+    def from_single_file(cls, path: str | Path) -> FrameAutoencoder:
+        """SD's VAE from one file in the LDM layout (a VAE-only file, or a whole SD / LVDM T2V checkpoint)."""
+        from diffusers import AutoencoderKL
+
+        from lvdm.pretrained.ldm_vae import read_single_file_vae
+
+        config, state = read_single_file_vae(path, scaling_factor=SD_SCALE_FACTOR)
+        vae = AutoencoderKL(**config)
+        vae.load_state_dict(state)
+        return cls(vae.eval())
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
         b = x.shape[0]

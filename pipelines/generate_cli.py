@@ -35,8 +35,8 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
     sample.add_argument("--device", default="auto", help="auto: cuda if available, else cpu")
     sample.add_argument(
         "--models",
-        help="a models folder instead of a run: autoencoder.pt, unet.pt and/or pred/unet.pt, interp/unet.pt "
-        "(as `lvdm weights import` writes them)",
+        help="a models folder instead of a run: autoencoder.pt, unet.pt and/or pred/unet.pt, interp/unet.pt, "
+        "or t2v/ with --prompt (as `lvdm weights import` writes them)",
     )
     sample.add_argument("--resolution", type=int, default=256, help="with --models: frame size (default 256)")
     sample.add_argument(
@@ -44,7 +44,10 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
         type=int,
         help="sampler steps (default 50 with --models; with --prompt the run's sampling.steps)",
     )
-    sample.add_argument("--prompt", help="text-to-video: a clip of this caption from the train_t2v model")
+    sample.add_argument(
+        "--prompt",
+        help="text-to-video: a clip of this caption from the train_t2v model (or --models DIR's t2v/)",
+    )
     sample.add_argument(
         "--guidance-scale", type=float, help="with --prompt: classifier-free guidance (default: the stage's)"
     )

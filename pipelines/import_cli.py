@@ -8,6 +8,9 @@ format the stages write, so `lvdm sample --models DIR` and the stages load it li
     DIR/unet.pt               --kind unet         (unconditional short-video network)
     DIR/pred/unet.pt          --kind pred         (prediction network, long videos)
     DIR/interp/unet.pt        --kind interp       (interpolation network, long videos)
+    DIR/t2v/model.json        --kind t2v          (text-to-video, with unet.pt, vae/, text_encoder/
+                                                   beside it: `pipelines.t2v_models`; sampled by
+                                                   `lvdm sample --models DIR --prompt "..."`)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ KIND_FILES = {
     "unet": "unet.pt",
     "pred": "pred/unet.pt",
     "interp": "interp/unet.pt",
+    "t2v": "t2v/model.json",
 }
 
 
@@ -38,7 +42,8 @@ def add_parser(weights_sub: argparse._SubParsersAction) -> None:
     imp.add_argument(
         "--config",
         type=Path,
-        help="the release config it was trained with (e.g. configs/lvdm_short/sky.yaml)",
+        help="the release config it was trained with (e.g. configs/lvdm_short/sky.yaml, "
+        "configs/lvdm_short/text2video.yaml)",
     )
     imp.add_argument(
         "--release",
@@ -47,10 +52,12 @@ def add_parser(weights_sub: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("--no-ema", dest="ema", action="store_false", help="the raw weights, not the EMA copy")
     imp.add_argument(
-        "--scale", type=float, help="latent scale (autoencoder; default from --config/--release)"
+        "--scale",
+        type=float,
+        help="latent scale (autoencoder: default from --config/--release; t2v: --config's, else 0.18215)",
     )
     imp.add_argument(
-        "--shift", type=float, help="latent shift (autoencoder; default from --config/--release)"
+        "--shift", type=float, help="latent shift (autoencoder; default from --config/--release; t2v: 0)"
     )
     imp.set_defaults(handler=cmd_import)
 
@@ -66,6 +73,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not args.config.is_file():
             raise FileNotFoundError(f"--config {args.config} does not exist")
         config = yaml.safe_load(args.config.read_text())
+    if args.kind == "t2v":
+        return import_t2v(args, config)
     try:
         imported = import_release_checkpoint(
             str(args.checkpoint), args.kind, ema=args.ema, config=config, release=args.release
@@ -95,4 +104,39 @@ def cmd_import(args: argparse.Namespace) -> int:
     if imported.inert_globals:
         print(f"left inert (never run): {', '.join(sorted(imported.inert_globals))}")
     print(f"wrote {out}")
+    return 0
+
+
+def import_t2v(args: argparse.Namespace, config: dict | None) -> int:
+    """`--kind t2v`: the release's text-to-video checkpoint as `DIR/t2v/` (UNet, SD's VAE, CLIP)."""
+    from lvdm.pretrained.release_import import ReleaseImportError
+    from lvdm.pretrained.release_t2v import import_release_t2v
+    from lvdm.pretrained.safe_unpickle import UnsafePickleError
+    from pipelines.t2v_models import write_t2v_models
+
+    if args.release is not None:
+        print(
+            "error: --release names an unconditional / long-video network; the text-to-video structure "
+            "comes from the tensors or --config configs/lvdm_short/text2video.yaml",
+            file=sys.stderr,
+        )
+        return 1
+    if args.shift not in (None, 0.0):
+        print(
+            "error: SD's latents have no shift (the release's T2V divides by scale_factor only)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        imported = import_release_t2v(str(args.checkpoint), ema=args.ema, config=config)
+    except (ReleaseImportError, UnsafePickleError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.scale is not None:
+        imported.scale = args.scale
+    out = write_t2v_models(args.out, imported)
+    print(f"{args.checkpoint}:\n{imported.summary()}")
+    if imported.inert_globals:
+        print(f"left inert (never run): {', '.join(sorted(imported.inert_globals))}")
+    print(f"wrote {out} (with unet.pt, vae/, text_encoder/ beside it)")
     return 0

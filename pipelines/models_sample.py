@@ -6,6 +6,7 @@ videos `pred/unet.pt` and `interp/unet.pt`. With the unconditional network alone
 one short clip (the networks' training length, 16 frames for the release); with the
 prediction network (and the interpolation network for `--strategy hierarchical`) any length.
 The schedule is the pipeline default, which is the release's (linear 0.0015-0.0155, T=1000).
+With `--prompt` it samples the folder's text-to-video model instead (`t2v/`, `pipelines.t2v_models`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from pipelines.import_cli import KIND_FILES
 
 
 def sample_from_models(args: argparse.Namespace) -> int:
+    if args.prompt is not None:
+        from pipelines.t2v_models import sample_t2v_from_models
+
+        return sample_t2v_from_models(args)
     import torch
 
     from data_prep.encode import write_mp4_streams
@@ -37,6 +42,8 @@ def sample_from_models(args: argparse.Namespace) -> int:
     folder = storage.absolute(args.models)
     paths = {kind: storage.join(folder, name) for kind, name in KIND_FILES.items()}
     present = {kind for kind, path in paths.items() if storage.is_file(path)}
+    if "autoencoder" not in present and "t2v" in present:
+        raise SystemExit(f'{folder} holds a text-to-video model ({KIND_FILES["t2v"]}): give --prompt "..."')
     if "autoencoder" not in present:
         raise FileNotFoundError(
             f"{paths['autoencoder']} does not exist: "

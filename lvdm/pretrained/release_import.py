@@ -342,7 +342,10 @@ def unet_kwargs_from_release_config(config: Mapping) -> dict:
             "release config has no model.params.unet_config.params: not a lvdm_short / lvdm_long config"
         ) from None
     if params.get("use_temporal_transformer") or params.get("context_dim") is not None:
-        raise ReleaseImportError("the text-to-video network (use_temporal_transformer) is not importable")
+        raise ReleaseImportError(
+            "this is the text-to-video network (use_temporal_transformer): import it with "
+            "`lvdm weights import t2v.ckpt --kind t2v --config text2video.yaml --out DIR`"
+        )
     if not params.get("use_scale_shift_norm", False) or params.get("kernel_size_t", 1) != 1:
         raise ReleaseImportError("only use_scale_shift_norm: true and kernel_size_t: 1 networks import")
     if not params.get("use_relative_position", False):
