@@ -7,27 +7,48 @@ all of that, so the step after a resume has exactly the loss of the uninterrupte
 
 Which of the paper's three models it trains is decided by `mask_sampler` (§3.3):
 None trains the unconditional model; a prediction or interpolation mask sampler trains a
-conditional one, with conditional latent perturbation up to `max_noise_level`.
+conditional one, with conditional latent perturbation up to `max_noise_level`. With `roles`,
+one network learns several of them: each step draws one role (`WindowRole`), which cuts the
+window and draws the mask (the shared network of `train_pred.roles`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from lvdm.diffusion.draws import uniform_integers
 from lvdm.diffusion.loss import diffusion_loss
 from lvdm.diffusion.parameterisation import model_prediction
 from lvdm.diffusion.schedule import NoiseSchedule
-from lvdm.diffusion.strides import strided_windows
+from lvdm.diffusion.strides import strided_windows, window_span
 from lvdm.ema import EMA
 from lvdm.parallel import unwrap
 from lvdm.precision import autocast
 from lvdm.resumable_generator import ResumableGenerator
 
 MaskSampler = Callable[[int, int, torch.Generator], Tensor]  # (batch, frames, generator) -> (b t) bool
+
+
+@dataclass(frozen=True)
+class WindowRole:
+    """One role of a network that holds several (§3.3's masks make one network unconditional,
+    a predictor and an interpolator): a step of it takes `frames` latents (at a stride drawn
+    from `strides`, for a stride-aware network; else consecutive, told nothing, i.e. stride 1)
+    from the front of the batch's window and draws its mask with `mask_sampler`."""
+
+    frames: int
+    mask_sampler: MaskSampler
+    strides: tuple[int, ...] | None = None
+
+    @property
+    def span(self) -> int:
+        """Consecutive latents one example of this role needs."""
+        return window_span(self.frames, max(self.strides)) if self.strides else self.frames
 
 
 class DiffusionTrainer:
@@ -50,14 +71,20 @@ class DiffusionTrainer:
         seed: int = 0,
         strides: Sequence[int] | None = None,
         frames: int | None = None,
+        roles: Sequence[WindowRole] | None = None,
     ) -> None:
         """`lr` 6e-5 (unconditional) / 8e-5 (prediction, interpolation) and AdamW's default
         weight decay are the official settings. `autocast_dtype` is torch.bfloat16 or None;
         the loss is reduced in fp32 either way. With `strides` (a stride-aware prediction
         network), batches hold `window_span(frames, max(strides))` consecutive latents and each
-        example is cut to `frames` latents at a stride drawn from `strides`."""
+        example is cut to `frames` latents at a stride drawn from `strides`. With `roles` (a
+        shared network) each step draws one of them uniformly, from the trainer's generator (a
+        resumed run draws the same roles), and batches hold the longest role's span; `roles`
+        replaces `mask_sampler`, `strides` and `frames`."""
         if strides is not None and frames is None:
             raise ValueError("strides given without frames: say how many latents a window holds")
+        if roles is not None and (not roles or mask_sampler is not None or strides is not None):
+            raise ValueError("roles: give at least one, and no mask_sampler or strides beside them")
         if autocast_dtype not in (None, torch.bfloat16):
             raise ValueError(f"autocast_dtype={autocast_dtype}: use torch.bfloat16 or None")
         self.model = model
@@ -74,6 +101,7 @@ class DiffusionTrainer:
         self.generator = ResumableGenerator(seed)
         self.strides = list(strides) if strides is not None else None
         self.frames = frames
+        self.roles = list(roles) if roles is not None else None
 
     @property
     def network(self) -> nn.Module:
@@ -88,11 +116,18 @@ class DiffusionTrainer:
         """
         self.model.train()
         generator = self.generator.on(batch.device)
+        mask_sampler, strides, frames = self.mask_sampler, self.strides, self.frames
+        if self.roles is not None:
+            role = self.roles[int(uniform_integers(0, len(self.roles), 1, generator=generator))]
+            if batch.shape[2] < role.span:
+                raise ValueError(f"a window of {batch.shape[2]} latents; this role needs {role.span}")
+            batch = batch[:, :, : role.span]
+            mask_sampler, strides, frames = role.mask_sampler, role.strides, role.frames
         stride = None
-        if self.strides is not None:
-            batch, stride = strided_windows(batch, self.frames, self.strides, generator=generator)
+        if strides is not None:
+            batch, stride = strided_windows(batch, frames, list(strides), generator=generator)
         b, _, frames, _, _ = batch.shape
-        mask = self.mask_sampler(b, frames, generator).to(batch.device) if self.mask_sampler else None
+        mask = mask_sampler(b, frames, generator).to(batch.device) if mask_sampler else None
         with autocast(batch.device, self.autocast_dtype):
             out = diffusion_loss(
                 self.model,

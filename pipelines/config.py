@@ -182,6 +182,12 @@ class PipelineConfig(Section):
             problem = _discriminator_problem(self.autoencoder.loss, data)
             if problem:
                 problems.append(problem)
+        shared_fills = "interp" in self.train_pred.roles
+        if "sample" in self.stages and "train_interp" not in self.stages and not shared_fills:
+            problems.append(
+                "sample needs an interpolation network for hierarchical videos: list train_interp in "
+                "`stages`, or train a shared network with train_pred.roles=[uncond, pred, interp]"
+            )
         diffusion_stages = {"train_uncond", "train_pred", "train_interp"} & set(self.stages)
         if diffusion_stages:
             unet = self.diffusion.unet

@@ -105,6 +105,9 @@ class TrainUncondSection(Section):
     train: DiffusionTrainSection = Field(default_factory=DiffusionTrainSection)
 
 
+Role = Literal["uncond", "pred", "interp"]
+
+
 class TrainPredSection(Section):
     """The prediction model (§3.3): first `cond_frames` latents given with probability `p_cond`,
     on latent windows subsampled by `latent_stride` so that its keys are far apart."""
@@ -121,12 +124,26 @@ class TrainPredSection(Section):
         "false: the release's model, keys only",
     )
     eval_clips: int = Field(8, ge=1, description="held-out clips for the does-it-predict check")
+    # Hashed only when shared: the prediction network alone keeps the cache keys it had.
+    roles: Annotated[list[Role], ReadWhen(lambda s: s.roles != ["pred"])] = Field(
+        ["pred"],
+        description="one network for several of §3.3's roles: [uncond, pred, interp] trains a shared "
+        "network that samples first clips, continuations and fills (train_uncond and train_interp "
+        "are then optional); [pred]: the prediction network alone, as the release",
+    )
     train: ConditionalTrainSection = Field(default_factory=ConditionalTrainSection)
 
     @model_validator(mode="after")
     def _conditions_fewer_than_frames(self) -> TrainPredSection:
         if self.cond_frames >= self.frames:
             raise ValueError(f"cond_frames={self.cond_frames} must be below frames={self.frames}")
+        if "pred" not in self.roles or len(set(self.roles)) != len(self.roles):
+            raise ValueError(f"train_pred.roles={self.roles}: distinct roles, and pred among them")
+        if self.roles != ["pred"] and self.latent_stride > 1 and not self.stride_aware:
+            raise ValueError(
+                "train_pred.roles: a shared network needs stride_aware: true, so that it knows the "
+                "pace of its key windows from that of its consecutive ones"
+            )
         return self
 
 

@@ -80,8 +80,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     workdir = args.workdir
     record = run_with_models(workdir, args.run)
     config = load_pipeline(storage.join(record.folder, "config.yaml"))
-    manifests = {name: read_manifest(record.stages[name].output) for name in MODEL_STAGES}
-    files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
+    manifests = {name: read_manifest(record.stages[name].output) for name in _model_stages(record)}
+    try:
+        files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
+    except ValueError as err:
+        raise SystemExit(f"run {record.run_id} in {workdir}: {err}") from None
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
@@ -144,10 +147,11 @@ def print_outputs(record: RunRecord) -> None:
 
 
 def run_with_models(workdir: str, run_id: str | None) -> RunRecord:
-    """`run_id`'s record, or the newest run whose three diffusion stages are complete."""
+    """`run_id`'s record, or the newest run whose diffusion stages are complete (train_pred, and
+    train_uncond / train_interp where the run lists them: a shared network stands in for them)."""
     if run_id:
         record = RunRecord.load(workdir, run_id)
-        missing = [s for s in MODEL_STAGES if not _complete(record, s)]
+        missing = [s for s in _model_stages(record) if not _complete(record, s)]
         if missing:
             raise SystemExit(
                 f"run {run_id} in {workdir} has no complete {missing}: `lvdm resume {run_id}` first"
@@ -155,9 +159,14 @@ def run_with_models(workdir: str, run_id: str | None) -> RunRecord:
         return record
     for candidate in sorted(list_runs(workdir), reverse=True):
         record = RunRecord.load(workdir, candidate)
-        if all(_complete(record, s) for s in MODEL_STAGES):
+        if all(_complete(record, s) for s in _model_stages(record)):
             return record
     raise SystemExit(f"no run in {workdir} has trained {', '.join(MODEL_STAGES)}: `lvdm run` first")
+
+
+def _model_stages(record: RunRecord) -> list[str]:
+    """The diffusion stages the run lists (train_pred always)."""
+    return [s for s in MODEL_STAGES if s == "train_pred" or s in record.stages]
 
 
 def _complete(record: RunRecord, stage: str) -> bool:

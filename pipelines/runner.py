@@ -82,8 +82,9 @@ def plan(
 
 
 def _choose_inputs(stage: Stage, listed: tuple[str, ...]) -> Stage:
-    """`stage` with each of its `one_of` groups resolved to the one member the pipeline lists."""
-    chosen = []
+    """`stage` with each of its `one_of` groups resolved to the one member the pipeline lists,
+    and those of its `optional_inputs` the pipeline lists."""
+    chosen = [name for name in stage.optional_inputs if name in listed]
     for group in stage.one_of:
         present = [name for name in group if name in listed]
         if len(present) != 1:
@@ -92,7 +93,9 @@ def _choose_inputs(stage: Stage, listed: tuple[str, ...]) -> Stage:
                 f"{present or 'none'}: list one of them in `stages`"
             )
         chosen += present
-    return dataclasses.replace(stage, inputs=stage.inputs + tuple(chosen), one_of=()) if chosen else stage
+    if not chosen:
+        return stage
+    return dataclasses.replace(stage, inputs=stage.inputs + tuple(chosen), one_of=(), optional_inputs=())
 
 
 def stage_keys(stages: list[Stage], config: PipelineConfig) -> dict[str, str]:

@@ -55,6 +55,9 @@ class Stage:
     # lists (train_t2v: SD's latents from cache_t2v_latents, or the pipeline's own from
     # cache_latents). The runner's plan resolves them into `inputs`.
     one_of: tuple[tuple[str, ...], ...] = field(default=())
+    # Inputs taken where the pipeline lists them (train_pred starts from train_uncond's weights
+    # if it is there; sample takes a shared network's roles from train_pred where it is not).
+    optional_inputs: tuple[str, ...] = field(default=())
 
 
 def cache_key(stage: Stage, config: Any, input_keys: Mapping[str, str]) -> str:

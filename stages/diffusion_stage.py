@@ -26,7 +26,7 @@ from lvdm.diffusion.masks import frames_mask, interpolation_mask, prediction_mas
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.diffusion.strides import window_span
-from lvdm.diffusion_training import DiffusionTrainer, TimestepBuckets
+from lvdm.diffusion_training import DiffusionTrainer, TimestepBuckets, WindowRole
 from lvdm.unet import UNet3D, init_from_unconditional
 from stages import ray_training, tracking
 from stages.contract import StageContext
@@ -48,6 +48,19 @@ class DiffusionTask:
     # Prediction: the latent strides of its training windows, told to a stride embedding
     # (issue 21); () trains at latent_stride alone with no embedding (the release's model).
     strides: tuple[int, ...] = ()
+    # Prediction: the roles of a shared network (§3.3's masks; `train_pred.roles`), e.g.
+    # ("uncond", "pred", "interp"); () is the prediction network alone.
+    roles: tuple[str, ...] = ()
+
+    @property
+    def interp_frames(self) -> int:
+        """A shared network's interpolation windows: the keys and the fills between them."""
+        return self.latent_stride + 1
+
+    @property
+    def window_length(self) -> int:
+        """The longest window the network is trained on (its relative-position tables)."""
+        return max(self.frames, self.interp_frames) if "interp" in self.roles else self.frames
 
     @property
     def sample_stride(self) -> int | None:
@@ -73,7 +86,7 @@ def unet_kwargs(unet: dict, task: DiffusionTask) -> dict:
         kwargs |= {
             "in_channels": unet["in_channels"] + 1,
             "max_noise_level": task.max_noise_level,
-            "temporal_length": task.frames,
+            "temporal_length": task.window_length,
         }
     if task.strides:
         kwargs["max_stride"] = max(task.strides)
@@ -92,8 +105,9 @@ def describe_unet(kwargs: dict, task: DiffusionTask) -> str:
     """Parameter count of the task's network, counted on the meta device (no memory)."""
     with torch.device("meta"):
         params = sum(p.numel() for p in UNet3D(**kwargs).parameters())
+    roles = f", roles {'/'.join(task.roles)}" if task.roles else ""
     return (
-        f"UNet3D ({task.kind}): {params:,} parameters; "
+        f"UNet3D ({task.kind}{roles}): {params:,} parameters; "
         f"windows of {task.frames} latents at stride {task.latent_stride}"
     )
 
@@ -269,12 +283,10 @@ def _train_loop(cfg: dict) -> None:
         grad_clip=train["grad_clip"],
         ema_decay=train["ema_decay"],
         loss_type=cfg["loss_type"],
-        mask_sampler=mask_sampler(task),
         max_noise_level=task.max_noise_level,
         autocast_dtype=session.autocast_dtype(train["precision"]),
         seed=train["seed"] + session.rank,
-        strides=task.strides or None,
-        frames=task.frames,
+        **trainer_windows(task),
     )
     ray_training.compile_network(trainer.model, train)  # after the trainer: see its docstring
     scale, shift = cfg["scale"], cfg["shift"]
@@ -283,7 +295,10 @@ def _train_loop(cfg: dict) -> None:
         return trainer.step(normalise(batch, scale, shift), global_step)
 
     frames, stride = task.frames, task.latent_stride
-    if task.strides:
+    if task.roles:
+        # Whole spans, as long as the longest role needs: each step's role cuts its own window.
+        frames, stride = max(role.span for role in trainer.roles), 1
+    elif task.strides:
         # Whole spans of consecutive latents: the trainer cuts each example's window at
         # its own stride (`lvdm.diffusion.strides`).
         frames, stride = window_span(task.frames, max(task.strides)), 1
@@ -298,6 +313,36 @@ def _train_loop(cfg: dict) -> None:
         previewer=lambda: Previewer(cfg, task, session),
         snapshot=snapshot_writer(cfg, trainer),
     )
+
+
+def trainer_windows(task: DiffusionTask) -> dict:
+    """`DiffusionTrainer` options for the task's windows and masks: one role, or the roles of a
+    shared network. A shared network's conditional roles are always conditioned (its
+    unconditional steps are its own role, drawn as often as each other), its interpolation
+    windows fill between keys `latent_stride` apart (consecutive latents, stride 1 to the
+    embedding), its unconditional and prediction windows take every stride it is told."""
+    if not task.roles:
+        return {"mask_sampler": mask_sampler(task), "strides": task.strides or None, "frames": task.frames}
+    k = task.cond_frames
+
+    def nothing(b: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.zeros(b, frames, dtype=torch.bool)
+
+    def predict(b: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+        return prediction_mask(b, frames, k=k, p=1.0, generator=generator)
+
+    def interpolate(b: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+        return interpolation_mask(b, frames, p=1.0, generator=generator)
+
+    strides = task.strides or None  # a shared network with keys far apart is stride-aware (config)
+    table = {
+        # Unconditional windows at every stride: a hierarchical video's first keys come from
+        # this mode at the key stride, an autoregressive video's first clip at stride 1.
+        "uncond": WindowRole(task.frames, nothing, strides),
+        "pred": WindowRole(task.frames, predict, strides),
+        "interp": WindowRole(task.interp_frames, interpolate),
+    }
+    return {"roles": [table[name] for name in task.roles]}
 
 
 def mask_sampler(task: DiffusionTask):

@@ -1,5 +1,5 @@
-"""Stage `sample`: long videos from the three trained models (LVDM §3.3), as H.264 mp4 files
-and contact sheets.
+"""Stage `sample`: long videos from the three trained models (LVDM §3.3), or from one shared
+network (`train_pred.roles`), as H.264 mp4 files and contact sheets.
 
 One Ray task per (sampling setting, strategy): it loads the EMA networks and the autoencoder,
 generates `sample.videos` videos of `sample.frames` frames with `lvdm.long_video` (latents
@@ -141,16 +141,27 @@ def expected_cost(strategy: str, sampling: SamplingSettings, plan: dict) -> int:
 
 
 def model_files(inputs: dict) -> dict:
-    """Paths of the trained networks and the autoencoder, with the latent normalisation."""
+    """Paths of the trained networks and the autoencoder, with the latent normalisation.
+
+    A shared prediction network (`train_pred.roles`) stands in for the ones the pipeline does
+    not train: with no `train_uncond`, first clips come from its unconditional mode (None
+    here); with no `train_interp`, it fills between the keys, if it learned to."""
     pred = inputs["train_pred"]
 
     def unet(stage: dict) -> str:
         return storage.join(stage["out_dir"], stage["outputs"]["unet"])
 
+    interp = inputs.get("train_interp")
+    if interp is None and "interp" not in pred["outputs"]["task"].get("roles", ()):
+        raise ValueError(
+            "no interpolation network: list train_interp in `stages`, or train a shared network "
+            "with train_pred.roles: [uncond, pred, interp]"
+        )
+    uncond = inputs.get("train_uncond")
     return {
-        "unconditional": unet(inputs["train_uncond"]),
+        "unconditional": unet(uncond) if uncond else None,
         "prediction": unet(pred),
-        "interpolation": unet(inputs["train_interp"]),
+        "interpolation": unet(interp) if interp else unet(pred),
         "autoencoder": pred["outputs"]["autoencoder"],
         "scale": pred["outputs"]["scale"],
         "shift": pred["outputs"]["shift"],
@@ -168,13 +179,14 @@ def load_models(files: dict, device: torch.device) -> LongVideoModels:
     from stages.unet_file import load_unet
 
     autoencoder, _ = load_autoencoder(files["autoencoder"])
-    prediction, _ = load_unet(files["prediction"])
-    interpolation, _ = load_unet(files["interpolation"])
-    unconditional, _ = load_unet(files["unconditional"])
+    prediction = load_unet(files["prediction"])[0].to(device)
+    shared = files["interpolation"] == files["prediction"]
+    interpolation = prediction if shared else load_unet(files["interpolation"])[0].to(device)
+    unconditional = load_unet(files["unconditional"])[0].to(device) if files["unconditional"] else None
     return LongVideoModels(
-        prediction=prediction.to(device),
-        interpolation=interpolation.to(device),
-        unconditional=unconditional.to(device),
+        prediction=prediction,
+        interpolation=interpolation,
+        unconditional=unconditional,
         autoencoder=autoencoder.to(device),
         schedule=NoiseSchedule.linear(**files["schedule"]),
         scale=files["scale"],
@@ -291,6 +303,7 @@ STAGE = Stage(
     name="sample",
     run=run,
     sections=("sample", "sampling"),
-    inputs=("train_uncond", "train_pred", "train_interp"),
+    inputs=("train_pred",),
+    optional_inputs=("train_uncond", "train_interp"),
     description="long videos (LVDM §3.3): autoregressive and hierarchical, mp4 + contact sheets",
 )

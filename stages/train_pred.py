@@ -3,7 +3,11 @@
 Windows of `train_pred.frames` latents taken every `latent_stride`-th latent, so that the
 keys a hierarchical long video extends lie far apart; the first `cond_frames` are given with
 probability `p_cond` (else unconditional), diffused to a random level s ≤ s_max first
-(conditional latent perturbation). Starts from `train_uncond`'s EMA weights (§4.1). When
+(conditional latent perturbation). Starts from `train_uncond`'s EMA weights (§4.1) where the
+pipeline lists it, else from scratch. With `roles` [uncond, pred, interp] the network is shared:
+each step draws one of §3.3's three roles, and `sample` takes its first clips and fills from it
+where the pipeline lists no `train_uncond` / `train_interp` (README, "What stopped the small
+models", point 7). When
 training ends, `lvdm.prediction_check` measures on held-out clips whether the model's
 continuations beat the unconditional model and a repeated last frame; on the synthetic
 dataset `stages.position_check` also measures the decoded continuations' shape positions in
@@ -32,12 +36,14 @@ def task(section) -> DiffusionTask:
         p_cond=section.p_cond,
         max_noise_level=section.max_noise_level,
         strides=(1, section.latent_stride) if section.stride_aware and section.latent_stride > 1 else (),
+        roles=() if section.roles == ["pred"] else tuple(section.roles),
     )
 
 
 def run(ctx: StageContext) -> dict:
     section = ctx.config.train_pred
-    uncond_file = storage.join(ctx.inputs["train_uncond"]["out_dir"], FILENAME)
+    uncond = ctx.inputs.get("train_uncond")
+    uncond_file = storage.join(uncond["out_dir"], FILENAME) if uncond else None
     outputs = run_training(ctx, task(section), section, init_from=uncond_file)
     check = prediction_check(ctx, section, storage.join(ctx.out_dir, FILENAME), uncond_file, outputs)
     tracking.log_metrics(ctx.tracking, {f"check/{k}": v for k, v in check.items()}, outputs["steps"])
@@ -59,7 +65,7 @@ def run(ctx: StageContext) -> dict:
     return outputs
 
 
-def run_position_check(config, pred_file: str, uncond_file: str, outputs: dict) -> dict:
+def run_position_check(config, pred_file: str, uncond_file: str | None, outputs: dict) -> dict:
     """Issue 21 item 3 on the driver: decoded continuations' shape positions on held-out clips.
 
     Of any prediction network file of this `config` (`benchmarks/bench_goal_curves.py` runs it
@@ -70,7 +76,7 @@ def run_position_check(config, pred_file: str, uncond_file: str, outputs: dict) 
 
     section = config.train_pred
     prediction, _ = load_unet(pred_file)
-    unconditional, _ = load_unet(uncond_file)
+    unconditional = load_unet(uncond_file)[0] if uncond_file else None
     autoencoder, _ = load_autoencoder(outputs["autoencoder"])
     threads = torch.get_num_threads()  # process-wide: see prediction_check
     torch.set_num_threads(max(1, section.train.cpus_per_worker))
@@ -97,7 +103,9 @@ def run_position_check(config, pred_file: str, uncond_file: str, outputs: dict) 
         torch.set_num_threads(threads)
 
 
-def prediction_check(ctx: StageContext, section, pred_file: str, uncond_file: str, outputs: dict) -> dict:
+def prediction_check(
+    ctx: StageContext, section, pred_file: str, uncond_file: str | None, outputs: dict
+) -> dict:
     """Item 8 of the diffusion issue, on the driver: held-out strided windows of the test split."""
     from data_prep.loader import latent_window_loader
 
@@ -114,7 +122,7 @@ def prediction_check(ctx: StageContext, section, pred_file: str, uncond_file: st
     )
     clips = normalise(next(iter(loader)), outputs["scale"], outputs["shift"])
     prediction, _ = load_unet(pred_file)
-    unconditional, _ = load_unet(uncond_file)
+    unconditional = load_unet(uncond_file)[0] if uncond_file else None
     sampling = ctx.config.sampling
     # The driver's thread count is process-wide and other stages may be running beside this
     # one (the runner runs independent stages concurrently): set it for the check, then restore.
@@ -142,6 +150,7 @@ STAGE = Stage(
     name="train_pred",
     run=run,
     sections=("diffusion", "train_pred"),
-    inputs=("cache_latents", "train_uncond"),
+    inputs=("cache_latents",),
+    optional_inputs=("train_uncond",),
     description="prediction model (LVDM §3.3): first latents given, strided keys, on Ray Train",
 )

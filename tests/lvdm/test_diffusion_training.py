@@ -88,3 +88,53 @@ def test_bf16_autocast_training_step_runs_and_keeps_fp32_weights():
     logs = trainer.step(torch.randn(2, 4, 4, 8, 8))
     assert torch.isfinite(torch.tensor(logs["loss"]))
     assert all(p.dtype == torch.float32 for p in trainer.network.parameters())
+
+
+def test_a_shared_network_draws_every_role_cuts_its_window_and_resumes_the_same_draws():
+    """`roles`: each step one of §3.3's roles, uniformly, from the trainer's own generator; a
+    role takes its window from the front of the batch's span (strided where it has strides)."""
+    from lvdm.diffusion.masks import interpolation_mask
+    from lvdm.diffusion_training import WindowRole
+
+    seen: list[tuple[str, int]] = []
+
+    def role(name: str, frames: int, strides=None) -> WindowRole:
+        def sampler(b: int, t: int, g: torch.Generator) -> torch.Tensor:
+            seen.append((name, t))
+            if name == "interp":
+                return interpolation_mask(b, t, p=1.0, generator=g)
+            if name == "pred":
+                return prediction_mask(b, t, k=1, p=1.0, generator=g)
+            return torch.zeros(b, t, dtype=torch.bool)
+
+        return WindowRole(frames, sampler, strides)
+
+    def trainer(seed: int = 0) -> DiffusionTrainer:
+        torch.manual_seed(seed)
+        unet = UNet3D(in_channels=5, max_noise_level=20, max_stride=2, **TINY)
+        roles = [role("uncond", 2, (1, 2)), role("pred", 2, (1, 2)), role("interp", 3)]
+        return DiffusionTrainer(unet, NoiseSchedule.linear(), roles=roles, max_noise_level=20, seed=seed)
+
+    assert [r.span for r in trainer().roles] == [3, 3, 3]
+    batches = [torch.randn(2, 4, 3, 8, 8) for _ in range(24)]
+    straight = trainer()
+    losses = [straight.step(b)["loss"] for b in batches]
+    assert {name for name, _ in seen} == {"uncond", "pred", "interp"}
+    assert all(frames == (3 if name == "interp" else 2) for name, frames in seen)
+    draws = [name for name, _ in seen]
+
+    seen.clear()
+    first = trainer()
+    for b in batches[:12]:
+        first.step(b)
+    resumed = trainer(seed=5)
+    resumed.load_state_dict(copy.deepcopy(first.state_dict()))
+    seen.clear()
+    assert [resumed.step(b)["loss"] for b in batches[12:]] == losses[12:]
+    assert [name for name, _ in seen] == draws[12:]
+
+    with pytest.raises(ValueError, match="this role needs 3"):
+        straight.roles = [role("interp", 3)]
+        straight.step(torch.randn(2, 4, 2, 8, 8))
+    with pytest.raises(ValueError, match="no mask_sampler or strides beside them"):
+        DiffusionTrainer(UNet3D(in_channels=5, **TINY), NoiseSchedule.linear(), roles=[], max_noise_level=0)

@@ -125,3 +125,39 @@ def test_diffusion_stages_resume_after_a_crash_then_sample_and_evaluate(
     assert {a.path for a in client.list_artifacts(evaluate_run, "evaluation")} >= {
         "evaluation/metrics.json", "evaluation/fvd_over_time.png"
     }  # fmt: skip
+
+
+def test_one_shared_network_trains_and_samples_both_strategies_without_the_other_two(ray_cluster, tmp_path):
+    """train_pred.roles [uncond, pred, interp]: no train_uncond, no train_interp; the shared
+    network starts from scratch, learns the three roles, and `sample` draws first clips from its
+    unconditional mode and fills between keys with it."""
+    stages = "stages=[shard, train_autoencoder, cache_latents, train_pred, sample]"
+    overrides = TINY_DEMO + TINY_AUTOENCODER + CHEAP_AUTOENCODER + TINY_DIFFUSION + SAMPLE + [stages]
+    overrides += ["train_pred.roles=[uncond, pred, interp]", "sample.settings=[default]"]
+    config = load_pipeline(PIPELINES / "demo.yaml", overrides)
+    record = run_pipeline(config, tmp_path, "demo.yaml", echo=lambda *_: None)
+    assert [s.status for s in record.stages.values()] == ["done"] * 5
+    pred_dir = Path(record.stages["train_pred"].output)
+    manifest = json.loads((pred_dir / "manifest.json").read_text())
+    assert manifest["inputs"] == {"cache_latents": manifest["inputs"]["cache_latents"]}
+    assert manifest["outputs"]["task"]["roles"] == ["uncond", "pred", "interp"]
+    model, _ = load_unet(pred_dir / "unet.pt")
+    # interpolation windows fill between keys 3 latents apart: 4 latents, the longest role's.
+    assert model.config.in_channels == 5 and model.config.temporal_length == 4
+    assert model.config.max_stride == 3
+    assert "unconditional_model" not in manifest["outputs"]["prediction_check"]
+
+    sample = json.loads((Path(record.stages["sample"].output) / "manifest.json").read_text())["outputs"]
+    assert sorted(sample["jobs"]) == ["default-autoregressive", "default-hierarchical"]
+    for job in sample["jobs"].values():
+        assert len(job["videos"]) == 2
+        for video in job["videos"]:
+            assert (Path(record.stages["sample"].output) / video).stat().st_size > 0
+
+
+def test_a_pipeline_that_samples_needs_an_interpolation_network():
+    stages = "stages=[shard, train_autoencoder, cache_latents, train_uncond, train_pred, sample]"
+    with pytest.raises(ValueError, match="list train_interp in `stages`, or train a shared network"):
+        load_pipeline(PIPELINES / "demo.yaml", TINY_DEMO + [stages])
+    with pytest.raises(ValueError, match="distinct roles, and pred among them"):
+        load_pipeline(PIPELINES / "demo.yaml", TINY_DEMO + ["train_pred.roles=[uncond, interp]"])
