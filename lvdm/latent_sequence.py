@@ -100,11 +100,13 @@ def decoder_reach(model: VideoAutoencoder) -> tuple[int, int]:
     """
     probe = with_framewise_norms(model).float().requires_grad_(False)
     ft, channels = model.config.ft, model.config.latent_channels
+    device = next(probe.parameters()).device
     generator = torch.Generator().manual_seed(0)
     latents = 9
     while True:
         middle = latents // 2
-        z = torch.randn(1, channels, latents, 1, 1, generator=generator).requires_grad_(True)
+        # Drawn on the CPU (the same probe whatever the device), then put where the decoder is.
+        z = torch.randn(1, channels, latents, 1, 1, generator=generator).to(device).requires_grad_(True)
         with torch.enable_grad():
             probe.decode(z)[:, :, middle * ft : (middle + 1) * ft].sum().backward()
         touched = torch.nonzero(z.grad.abs().amax(dim=(0, 1, 3, 4))).flatten()  # (latents) -> indices

@@ -5,6 +5,11 @@ empty caption's tokens with probability `caption_dropout` (drawn from the traine
 generator, so a resumed run drops the same captions), then the usual ε-prediction step runs
 with the tokens fed to the network's cross-attention.
 
+Text joins §3.3's mask conditioning through `DiffusionTrainer`'s own `mask_sampler` and
+`max_noise_level` (long text-to-video, `t2v.cond_frames`): the mask and the caption dropout are
+drawn apart, so the one network learns ε given frames and caption, either one, and neither, which
+is what a continuation with both frame and classifier-free text guidance evaluates.
+
 The tokens reach the network through a forward pre-hook held for the step: the shared
 `diffusion_loss` calls `model(x, t)` and needs no text argument, and the network (possibly
 DDP-wrapped) and its checkpoints stay exactly those of `DiffusionTrainer`.

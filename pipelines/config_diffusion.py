@@ -168,6 +168,11 @@ class RandomTextEncoderSection(Section):
     seed: int = 0
 
 
+def _continues(t2v: T2VSection) -> bool:
+    """Whether a `t2v` section trains the continuing text model (`cond_frames` > 0)."""
+    return t2v.cond_frames > 0
+
+
 class T2VSection(Section):
     """Text-to-video (LVDM §5): SD's VAE per frame, frozen CLIP text, SD-initialised UNet, captions.
 
@@ -191,12 +196,36 @@ class T2VSection(Section):
     freeze_spatial: bool = Field(
         False, description="train the temporal layers only (AnimateDiff); false trains all (the paper)"
     )
+    # Long text-to-video (issue 18): text joins §3.3's mask conditioning. Hashed only when on, so a
+    # model trained without it keeps the cache key it had.
+    cond_frames: Annotated[int, ReadWhen(_continues)] = Field(
+        0,
+        ge=0,
+        description="latents a continuation window is given (the mask channel, §3.3): > 0 trains the "
+        "text UNet to predict from them and the caption, and sampling continues windows past the "
+        "first; 0: one window from the caption alone",
+    )
+    p_cond: Annotated[float, ReadWhen(_continues)] = Field(
+        0.5, ge=0, le=1, description="with cond_frames: p of a training window with its first latents given"
+    )
+    max_noise_level: Annotated[int, ReadWhen(_continues)] = Field(
+        250, ge=0, description="with cond_frames: conditional latent perturbation s_max (official 250)"
+    )
     cache_batch_frames: Annotated[int, EXECUTION] = Field(16, ge=1, description="frames per VAE call")
     use_gpu: Annotated[bool, EXECUTION] = False
     train: DiffusionTrainSection = Field(default_factory=DiffusionTrainSection)
     random_text_encoder: Annotated[
         RandomTextEncoderSection | None, ReadWhen(lambda s: s.random_text_encoder is not None)
     ] = Field(None, description="no pretrained text encoder: a frozen random CLIP of this size (demo)")
+
+    @model_validator(mode="after")
+    def _conditions_fewer_than_frames(self) -> T2VSection:
+        if self.cond_frames >= self.frames:
+            raise ValueError(
+                f"t2v.cond_frames={self.cond_frames} must be below t2v.frames={self.frames}: a continuation "
+                "window needs a latent left to sample"
+            )
+        return self
 
 
 class T2VLatentsView(Section):

@@ -4,7 +4,9 @@ Reads what the stage's manifest names (the EMA UNet, the text encoder folder, SD
 latent normalisation), samples with classifier-free guidance in one batched forward per step
 (`--guidance-scale`, default the stage's, the release's 15) and writes an mp4 beside a JSON
 with the prompt, so a clip always says what it was asked for. `--frames` counts video frames,
-as it does for long videos (default: the training window's).
+as it does for long videos (default: the training window's). Past one window the video is
+continued, window by window, each conditioned on the last latents and the prompt, by a model
+trained with `t2v.cond_frames` > 0; any other model says it cannot continue.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
     scale = model.guidance_scale if args.guidance_scale is None else args.guidance_scale
     # Video frames, as for long videos; ⌈frames / ft⌉ latents are sampled, the surplus cropped.
     frames = model.window_frames if args.frames is None else args.frames
+    try:
+        model.check_continues(frames)
+    except ValueError as error:
+        raise SystemExit(f"--frames {frames}: {error}") from None
     sampling = config.sampling.model_dump() | {"steps": args.steps or config.sampling.steps}
     video = model.sample(
         [args.prompt],
@@ -60,6 +66,7 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
             "latent_frames": latent_count(frames, model.ft),
             "seed": args.seed,
             "steps": sampling["steps"],
+            "continued": model.continues and frames > model.window_frames,
         }
         (folder / (storage.name(out).rsplit(".", 1)[0] + ".json")).write_text(json.dumps(about, indent=1))
     print(f"wrote {out} ({len(pixels)} frames, guidance {scale}, run {record.run_id}): {args.prompt!r}")

@@ -8,6 +8,11 @@ contact sheet per prompt (a row per video, a column per frame). In MLflow each p
 sit under an artifact folder named after the prompt (`videos/a_red_circle_moving_left/`) and
 the prompts are params (`prompt.000`, ...), so a preview always says what it was asked for.
 The work runs in one Ray task (a GPU one with `sample.use_gpu`); a rerun redoes it whole.
+
+Length: a model trained with `t2v.cond_frames` > 0 continues its windows, so its videos are
+`sample.frames` long (autoregressive, every window conditioned on the last latents and the
+caption; `stages.t2v_model`); any other model makes one training window, as before, since
+`sample.frames` (1,024 by default) is the long-video stages' length, which it cannot reach.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def run(ctx: StageContext) -> dict:
         "fps": section.fps,
         "seed": section.seed,
         "max_batch": section.max_batch,
+        "frames": section.frames,
+        "contact_columns": section.contact_columns,
         "schedule": ctx.config.diffusion.schedule.model_dump(),
         "sampling": ctx.config.sampling.model_dump(),
     }
@@ -88,18 +95,30 @@ def sample_prompts(
     schedule: dict,
     sampling: dict,
     device: torch.device,
+    frames: int | None = None,
+    contact_columns: int = 8,
 ) -> dict:
     """`videos` videos per prompt into the local folder `out_dir` (mp4 + a contact sheet per prompt),
-    then the record `samples.json`; plain, no Ray."""
-    from stages.sample import write_contact_sheet
+    then the record `samples.json`; plain, no Ray. `frames` (sample.frames) is the length of a
+    continuing model's videos; any other model's are one window (None: a window for every model).
+    A contact sheet shows every frame of a window, `contact_columns` evenly spaced ones of a longer
+    video (as the long-video sheets of `sample` do)."""
+    from stages.sample import contact_steps, write_contact_sheet
     from stages.t2v_model import TextVideoModel
 
     model = TextVideoModel.load(train_manifest, device)
+    length = frames if model.continues and frames is not None else model.window_frames
     generator = torch.Generator(device).manual_seed(seed)
     started = time.perf_counter()
     asked = [prompt for prompt in prompts for _ in range(videos)]
-    frames = generate_videos(
-        model, asked, generator=generator, max_batch=max_batch, schedule=schedule, sampling=sampling
+    generated = generate_videos(
+        model,
+        asked,
+        generator=generator,
+        max_batch=max_batch,
+        schedule=schedule,
+        sampling=sampling,
+        frames=length,
     )
     seconds = time.perf_counter() - started
     record: dict = {
@@ -107,17 +126,20 @@ def sample_prompts(
         "guidance_scale": model.guidance_scale,
         "fps": fps,
         "videos_per_prompt": videos,
+        "frames": length,
+        "continued": model.continues,  # windows past the first conditioned on the last latents
     }
+    shown = range(length) if length <= model.window_frames else contact_steps(length, contact_columns)
     for i, prompt in enumerate(prompts):
         slug = prompt_slug(prompt)
-        clips = frames[i * videos : (i + 1) * videos]
+        clips = generated[i * videos : (i + 1) * videos]
         paths = [out_dir / "videos" / f"{i:03d}-{slug}" / f"video-{k:03d}.mp4" for k in range(videos)]
         for path, clip in zip(paths, clips, strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             write_mp4(path, clip, fps=fps)
         sheet = out_dir / "contact_sheets" / f"{i:03d}-{slug}.png"
         sheet.parent.mkdir(parents=True, exist_ok=True)
-        write_contact_sheet(sheet, list(np.moveaxis(clips, 1, 0)))  # columns: frames; rows: videos
+        write_contact_sheet(sheet, [clips[:, t] for t in shown])  # columns: frames; rows: videos
         record["prompts"][prompt] = {
             "videos": [str(p.relative_to(out_dir)) for p in paths],
             "contact_sheet": str(sheet.relative_to(out_dir)),

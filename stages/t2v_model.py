@@ -4,10 +4,18 @@
 latents back into pixels: Stable Diffusion's VAE per frame (`cache_t2v_latents`, the paper's
 §5 model) or the pipeline's own video autoencoder (`cache_latents`, e.g. the synthetic demo).
 The previews, `sample_t2v` and `lvdm sample --prompt` all load and sample through here.
+
+A model trained with `t2v.cond_frames` > 0 has §3.3's mask channel and continues its windows:
+a video longer than one window is drawn the LVDM way (`lvdm.long_video.autoregressive_latents`),
+its first window from the caption alone (all-False mask), every later one conditioned on the
+last `cond_frames` latents (perturbed to `sampling.noise_level`, unconditional guidance of
+weight `sampling.guidance_weight`) and on the caption (classifier-free text guidance), and is
+decoded window by window. A model without it samples one window, as it always has.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -22,16 +30,24 @@ from data_prep import storage
 from lvdm.autoencoder import denormalise
 
 if TYPE_CHECKING:
+    from lvdm.diffusion.text_guidance import TextGuided
+    from lvdm.long_video_steps import SamplingSettings
     from lvdm.text_encoder import TextEncoder
 
 SD_VAE, VIDEO_AUTOENCODER = "sd_vae", "video_autoencoder"  # manifest["decoder"]["kind"]
 
 
 class Decoder(NamedTuple):
-    """Latents `b c t h w` (the autoencoder's own units) -> video `b c (t ft) h' w'`."""
+    """Latents `b c t h w` (the autoencoder's own units) -> video `b c (t ft) h' w'`.
+
+    `decode_windows(latents, window)` decodes a sequence longer than a clip `window` latents at a
+    time, with the same frames as one piece would have where the codec allows it: memory stays
+    that of one window however long the video, and the video autoencoder's GroupNorms see
+    clips of the length it was trained on (`lvdm.latent_sequence`, "Seam-free decoding")."""
 
     decode: Callable[[Tensor], Tensor]
     ft: int  # video frames per latent frame: 1 for SD's VAE per frame, the video autoencoder's ft
+    decode_windows: Callable[[Tensor, int], Tensor] | None = None
 
 
 def load_decoder(kind: str, path: str, device: torch.device) -> Decoder:
@@ -40,13 +56,35 @@ def load_decoder(kind: str, path: str, device: torch.device) -> Decoder:
         from lvdm.frame_autoencoder import FrameAutoencoder
 
         frame_autoencoder = FrameAutoencoder.from_folder(path).to(device).eval()
-        return Decoder(frame_autoencoder.decode, frame_autoencoder.ft)
-    if kind == VIDEO_AUTOENCODER:
-        from stages.autoencoder_file import load_autoencoder
 
-        autoencoder, _ = load_autoencoder(path)
-        return Decoder(autoencoder.to(device).eval().decode, autoencoder.config.ft)
+        def frames_apart(latents: Tensor, window: int) -> Tensor:
+            # SD's VAE decodes every frame alone: any split along time is exact.
+            return torch.cat([frame_autoencoder.decode(part) for part in latents.split(window, dim=2)], dim=2)
+
+        return Decoder(frame_autoencoder.decode, frame_autoencoder.ft, frames_apart)
+    if kind == VIDEO_AUTOENCODER:
+        return _video_autoencoder_decoder(path, device)
     raise ValueError(f"decoder kind {kind!r}: expected {SD_VAE!r} or {VIDEO_AUTOENCODER!r}")
+
+
+def _video_autoencoder_decoder(path: str, device: torch.device) -> Decoder:
+    """The pipeline's video autoencoder; long sequences decode in windows overlapped by the
+    decoder's reach (`decode_stream`), measured once, when a long video first needs it."""
+    from lvdm.latent_sequence import decode_stream, decoder_context
+    from stages.autoencoder_file import load_autoencoder
+
+    autoencoder, _ = load_autoencoder(path)
+    autoencoder = autoencoder.to(device).eval()
+
+    @functools.cache
+    def context() -> int:
+        return decoder_context(autoencoder)
+
+    def overlapped(latents: Tensor, window: int) -> Tensor:
+        decoded = decode_stream(autoencoder, [latents], window=window, context=context())
+        return torch.cat(list(decoded), dim=2)
+
+    return Decoder(autoencoder.decode, autoencoder.config.ft, overlapped)
 
 
 def open_text_encoder(location: storage.Location) -> TextEncoder:
@@ -84,16 +122,19 @@ class TextVideoModel:
     latent_shape: tuple[int, int, int, int]  # c t h w of one training window
     guidance_scale: float
     ft: int = 1  # video frames per latent frame (the decoder's)
+    cond_frames: int = 0  # t2v.cond_frames: latents a continuation window is given; 0: one window only
+    decode_windows: Callable[[Tensor, int], Tensor] | None = None  # `Decoder.decode_windows`
 
     @classmethod
     def load(cls, manifest: dict, device: torch.device) -> TextVideoModel:
-        """From `train_t2v`'s manifest (its outputs and `out_dir`)."""
+        """From `train_t2v`'s manifest (its outputs and `out_dir`). A manifest from before
+        `t2v.cond_frames` has none: its model samples one window."""
         from stages.unet_file import load_unet
 
         outputs = manifest["outputs"]
         network, _ = load_unet(storage.join(manifest["out_dir"], outputs["unet"]))
         decoder = outputs.get("decoder") or {"kind": SD_VAE, "path": outputs["autoencoder"]}
-        decode, ft = load_decoder(decoder["kind"], decoder["path"], device)
+        decode, ft, decode_windows = load_decoder(decoder["kind"], decoder["path"], device)
         return cls(
             network=network.to(device).eval(),
             text=open_text_encoder(outputs["text_encoder"]).to(device),
@@ -103,12 +144,32 @@ class TextVideoModel:
             latent_shape=tuple(outputs["latent_shape"]),
             guidance_scale=outputs["guidance_scale"],
             ft=ft,
+            cond_frames=outputs.get("cond_frames", 0),
+            decode_windows=decode_windows,
         )
 
     @property
     def window_frames(self) -> int:
         """Video frames of one training window: what `sample` makes by default."""
         return self.latent_shape[1] * self.ft
+
+    @property
+    def continues(self) -> bool:
+        """Whether videos longer than a window are continuations (trained with t2v.cond_frames > 0)."""
+        return self.cond_frames > 0
+
+    def check_continues(self, frames: int) -> None:
+        """Refuse `frames` beyond the window of a model that cannot continue it.
+
+        Such a model would sample one stretched window: its temporal attention has never seen
+        that many frames and nothing holds the video together, so it is not the long video asked for."""
+        if frames > self.window_frames and not self.continues:
+            raise ValueError(
+                f"this text-to-video model samples one window of {self.window_frames} frames and cannot "
+                f"continue it to {frames} (train_t2v ran with t2v.cond_frames=0, so its network has no mask "
+                "channel); retrain with --set t2v.cond_frames=1 (continuations conditioned on the last "
+                f"latents and the caption), or ask for at most {self.window_frames} frames"
+            )
 
     @torch.no_grad()
     def sample(
@@ -127,33 +188,169 @@ class TextVideoModel:
         `frames` counts video frames (default: the training window's), as the long-video
         `lvdm sample --frames` does: ⌈frames / ft⌉ latents are sampled and the decoded surplus
         is cropped (`lvdm.long_video.latent_count`), so any count works whatever the decoder's ft.
+        A continuing model (`continues`) draws more than a window as continuations and decodes
+        them window by window; any other model samples them as one window, as it always has.
         """
-        from lvdm.diffusion.sampling import sample_latents
-        from lvdm.diffusion.text_guidance import text_guided
         from lvdm.long_video import latent_count
 
-        device = next(self.network.parameters()).device
-        c, _, h, w = self.latent_shape
         frames = self.window_frames if frames is None else frames
-        denoiser = text_guided(
-            self.network,
-            self.text.encode(list(prompts)),
-            self.text.encode([""])[0],
-            self.guidance_scale if guidance_scale is None else guidance_scale,
+        latents = self.sample_latents(
+            prompts,
+            schedule,
+            sampling,
+            generator=generator,
+            guidance_scale=guidance_scale,
+            latents=latent_count(frames, self.ft),
         )
-        latents = sample_latents(
+        return self.decode(latents)[:, :, :frames]
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        prompts: Sequence[str],
+        schedule,
+        sampling: dict,
+        *,
+        generator: torch.Generator,
+        latents: int,
+        guidance_scale: float | None = None,
+        given: Tensor | None = None,
+    ) -> Tensor:
+        """Normalised latents `b c latents h w`, one video per prompt.
+
+        `given: b c g h w` (normalised, g >= cond_frames) continues those latents instead of
+        starting from the caption alone; they come back unchanged as the video's first g.
+        Only a continuing model takes them."""
+        denoiser = self.text_denoiser(prompts, guidance_scale)
+        if self.continues:
+            return self._continued(denoiser, schedule, sampling, generator, latents, given)
+        if given is not None:
+            raise ValueError("given latents need a model trained with t2v.cond_frames > 0 (a mask channel)")
+        from lvdm.diffusion.sampling import sample_latents
+
+        c, _, h, w = self.latent_shape
+        return sample_latents(
             denoiser,
-            (len(prompts), c, latent_count(frames, self.ft), h, w),
+            (len(prompts), c, latents, h, w),
             schedule,
             sampler=sampling["sampler"],
             steps=sampling["steps"],
             eta=sampling["eta"],
             ddim_last_step=sampling.get("ddim_last_step", "x0"),
             generator=generator,
-            device=device,
+            device=self.device,
         )
-        return self.decode(latents)[:, :, :frames]
+
+    def text_denoiser(self, prompts: Sequence[str], guidance_scale: float | None = None) -> TextGuided:
+        """The network with the prompts fixed and classifier-free guidance (`text_guided`)."""
+        from lvdm.diffusion.text_guidance import text_guided
+
+        return text_guided(
+            self.network,
+            self.text.encode(list(prompts)),
+            self.text.encode([""])[0],
+            self.guidance_scale if guidance_scale is None else guidance_scale,
+        )
+
+    def _continued(
+        self,
+        denoiser: TextGuided,
+        schedule,
+        sampling: dict,
+        generator: torch.Generator,
+        latents: int,
+        given: Tensor | None,
+    ) -> Tensor:
+        """The long-video loops of the non-text networks, run on the text-guided network: its
+        `config` says it has the mask channel and the noise-level embedding, so s and w apply
+        as they do there (`lvdm.long_video`, `lvdm.continuation`)."""
+        from lvdm.long_video_steps import check_conditional
+
+        settings = long_video_settings(sampling)
+        check_conditional(denoiser, "train_t2v's network (t2v.cond_frames)", settings)
+        if given is None:
+            return self._from_captions(denoiser, schedule, settings, generator, latents)
+        return self._from_given(denoiser, schedule, settings, generator, latents, given)
+
+    def _from_captions(
+        self,
+        denoiser: TextGuided,
+        schedule,
+        settings: SamplingSettings,
+        generator: torch.Generator,
+        latents: int,
+    ) -> Tensor:
+        """First window from the captions alone, then continuations (`autoregressive_latents`).
+        Every prompt's video goes through one sampler call (`max_batch`): the captions are fixed
+        per video, and a batch split apart would no longer line up with them."""
+        from lvdm.long_video import autoregressive_latents
+
+        c, clip, h, w = self.latent_shape
+        videos = denoiser.context.shape[0]
+        chunks = autoregressive_latents(
+            denoiser,
+            schedule,
+            videos=videos,
+            latents=latents,
+            latent_shape=(c, h, w),
+            clip=clip,
+            cond_frames=self.cond_frames,
+            sampling=settings,
+            max_batch=videos,
+            generator=generator,
+            device=self.device,
+        )
+        return torch.cat(list(chunks), dim=2)
+
+    def _from_given(
+        self,
+        denoiser: TextGuided,
+        schedule,
+        settings: SamplingSettings,
+        generator: torch.Generator,
+        latents: int,
+        given: Tensor,
+    ) -> Tensor:
+        """`given` continued from its last `cond_frames` latents (`continue_latents`), itself in front."""
+        from lvdm.continuation import continue_latents
+
+        k, videos = self.cond_frames, denoiser.context.shape[0]
+        if given.shape[0] != videos or not k <= given.shape[2] <= latents:
+            raise ValueError(
+                f"given latents {tuple(given.shape)}: one video per prompt ({videos}), at least "
+                f"cond_frames={k} latents and at most the {latents} asked for"
+            )
+        given = given.to(self.device)
+        head, tail = given[:, :, :-k], given[:, :, -k:]
+        continued = continue_latents(
+            denoiser,
+            tail,
+            schedule,
+            clip=self.latent_shape[1],
+            latents=latents - head.shape[2],
+            sampling=settings,
+            generator=generator,
+        )
+        return torch.cat([head, continued], dim=2)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network is, and so where sampling runs."""
+        return next(self.network.parameters()).device
 
     def decode(self, latents: Tensor) -> Tensor:
-        """Normalised latents `b c t h w` -> video `b c t' h' w'` in [-1, 1]."""
-        return self.decode_latents(denormalise(latents, self.scale, self.shift)).clamp(-1, 1)
+        """Normalised latents `b c t h w` -> video `b c t' h' w'` in [-1, 1]; past one window, window
+        by window (`Decoder.decode_windows`), for a continuing model's long videos."""
+        raw = denormalise(latents, self.scale, self.shift)
+        window = self.latent_shape[1]
+        if raw.shape[2] > window and self.continues and self.decode_windows is not None:
+            return self.decode_windows(raw, window).clamp(-1, 1)
+        return self.decode_latents(raw).clamp(-1, 1)
+
+
+def long_video_settings(sampling: dict) -> SamplingSettings:
+    """The sampling section (a dict of its fields, some may be left out) as the long-video loops'
+    settings; DDIM's last jump defaults to x̂_0, as the one-window text sampler's does."""
+    from lvdm.long_video_steps import SamplingSettings
+
+    return SamplingSettings(**({"ddim_last_step": "x0"} | dict(sampling)))

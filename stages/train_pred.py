@@ -47,10 +47,12 @@ def run(ctx: StageContext) -> dict:
     outputs = run_training(ctx, task(section), section, init_from=uncond_file)
     check = prediction_check(ctx, section, storage.join(ctx.out_dir, FILENAME), uncond_file, outputs)
     tracking.log_metrics(ctx.tracking, {f"check/{k}": v for k, v in check.items()}, outputs["steps"])
+    unconditional = (
+        f"unconditional model {check['unconditional_model']:.4f}, " if "unconditional_model" in check else ""
+    )
     print(
         f"[train_pred] held-out continuation latent MSE: prediction {check['prediction']:.4f}, "
-        f"unconditional model {check.get('unconditional_model', float('nan')):.4f}, "
-        f"own unconditional mode {check['prediction_unconditioned']:.4f}, "
+        f"{unconditional}own unconditional mode {check['prediction_unconditioned']:.4f}, "
         f"repeat last frame {check['repeat_last']:.4f} ({int(check['clips'])} clips)"
     )
     outputs = {**outputs, "prediction_check": check}

@@ -8,6 +8,16 @@ caption (`t2v.caption_dropout`, default 0.1), the ε-prediction loss. The defaul
 layer, as the paper does; `t2v.freeze_spatial` trains the temporal layers alone (AnimateDiff),
 which keeps SD's image quality for a fraction of the optimiser memory.
 
+Long text-to-video (issue 18): with `t2v.cond_frames` > 0 text joins §3.3's mask conditioning.
+The UNet gets the mask input channel and the noise-level embedding of the prediction network;
+each training window has its first `cond_frames` latents given with probability `t2v.p_cond`
+(conditional latent perturbation up to `t2v.max_noise_level`), and caption dropout is drawn
+apart from the mask, so the one network learns ε with and without frames, with and without the
+caption: what continuing a video with classifier-free text guidance asks of it
+(`stages.t2v_model`). SD's weights then go into the unconditional layout first and are copied
+over (`init_from_unconditional`: zero mask weights, zero noise-level embedding), so step 0 is
+still SD on every frame.
+
 The latents come from `cache_t2v_latents` (SD's VAE per frame, the paper's §5) or, where the
 pipeline lists `cache_latents` instead, from the pipeline's own video autoencoder with a fresh
 UNet: the synthetic demo (`pipelines/bouncing_shapes_t2v.yaml`) learns text control that way in
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +52,7 @@ from lvdm.diffusion.text_guidance import text_guided
 from lvdm.pretrained.stable_diffusion import DIFFUSERS_UNET_WEIGHTS, load_sd_unet, read_sd_unet
 from lvdm.text_diffusion_training import TextDiffusionTrainer
 from lvdm.text_encoder import TextEncoder
-from lvdm.unet import UNet3D
+from lvdm.unet import UNet3D, init_from_unconditional
 from stages import ray_training, tracking
 from stages.contract import Stage, StageContext
 from stages.diffusion_stage import (
@@ -49,16 +60,18 @@ from stages.diffusion_stage import (
     describe_unet,
     kept_snapshots,
     latent_shards,
+    mask_sampler,
     save_ema_unet,
     schedule_of,
     snapshot_writer,
     train_latent_steps,
 )
-from stages.t2v_model import SD_VAE, VIDEO_AUTOENCODER, load_decoder, open_text_encoder
+from stages.t2v_model import SD_VAE, VIDEO_AUTOENCODER, load_decoder, long_video_settings, open_text_encoder
 from stages.unet_file import FILENAME
 
 RANDOM_TEXT_ENCODER = "text_encoder"  # the folder, in the stage's, of a `t2v.random_text_encoder`
 RANDOM_TEXT_WEIGHTS = "model.safetensors"  # published last: its presence marks the folder complete
+STEM = "input_blocks.0.0.weight"  # the first convolution, which reads the mask channel
 
 
 def run(ctx: StageContext) -> dict:
@@ -67,9 +80,12 @@ def run(ctx: StageContext) -> dict:
     source = "cache_latents" if own_latents else "cache_t2v_latents"
     cache = ctx.inputs[source]
     train_shards, heldout_shards = latent_shards(cache, source)
-    kwargs = ctx.config.diffusion.unet.model_dump(mode="json")
+    configured = ctx.config.diffusion.unet.model_dump(mode="json")
     window = latent_shape(train_shards, t2v.frames)  # one window read here, not a UNet error in a worker
-    check_latent_channels(window[0], kwargs, source, cache)
+    check_latent_channels(window[0], configured, source, cache)
+    if t2v.cond_frames:
+        check_noise_level(t2v.max_noise_level, ctx.config.sampling.noise_level)
+    kwargs = network_kwargs(configured, t2v)
     if kwargs["context_dim"] is None:
         raise ValueError("train_t2v: diffusion.unet.context_dim is null; set it to the text encoder's width")
     text_folder = text_encoder_folder(t2v, ctx.out_dir)
@@ -79,7 +95,7 @@ def run(ctx: StageContext) -> dict:
             f"train_t2v: the text encoder in {text_folder} is {width} wide but diffusion.unet.context_dim="
             f"{kwargs['context_dim']}; set diffusion.unet.context_dim={width}"
         )
-    print(f"[{ctx.name}] {describe_unet(kwargs, DiffusionTask(kind='uncond', frames=t2v.frames))}")
+    print(f"[{ctx.name}] {describe_unet(kwargs, t2v_task(t2v))}")
     decoder = {
         "kind": VIDEO_AUTOENCODER if own_latents else SD_VAE,
         "path": cache["outputs"]["autoencoder"] if own_latents else str(t2v.stable_diffusion),
@@ -94,6 +110,7 @@ def run(ctx: StageContext) -> dict:
         "caption_dropout": t2v.caption_dropout,
         "guidance_scale": t2v.guidance_scale,
         "freeze_spatial": t2v.freeze_spatial,
+        "task": asdict(t2v_task(t2v)),
         "text_encoder": text_folder,
         "unet_weights": sd_unet_weights(t2v),
         "decoder": decoder,
@@ -118,7 +135,44 @@ def run(ctx: StageContext) -> dict:
         "scale": cache["outputs"]["scale"],
         "shift": cache["outputs"]["shift"],
         "guidance_scale": t2v.guidance_scale,
+        "cond_frames": t2v.cond_frames,  # > 0: the model continues its windows (stages.t2v_model)
     }
+
+
+def t2v_task(t2v) -> DiffusionTask:
+    """The T2V model as the diffusion stages' task: one window from the caption alone, or with
+    `cond_frames` the prediction network's masks and perturbation (§3.3) beside the caption."""
+    if not t2v.cond_frames:
+        return DiffusionTask(kind="uncond", frames=t2v.frames)
+    return DiffusionTask(
+        kind="pred",
+        frames=t2v.frames,
+        cond_frames=t2v.cond_frames,
+        p_cond=t2v.p_cond,
+        max_noise_level=t2v.max_noise_level,
+    )
+
+
+def network_kwargs(unet: dict, t2v) -> dict:
+    """`UNet3D` kwargs of the T2V network: `diffusion.unet` as configured, plus with
+    `t2v.cond_frames` the mask input channel and the noise-level embedding (s in 0..s_max).
+
+    Unlike `diffusion_stage.unet_kwargs`, `temporal_length` stays as configured: the T2V layout's
+    relative-position tables are the unconditional network's, which SD-initialised training and
+    a model trained without `cond_frames` share."""
+    if not t2v.cond_frames:
+        return dict(unet)
+    return unet | {"in_channels": unet["in_channels"] + 1, "max_noise_level": t2v.max_noise_level}
+
+
+def check_noise_level(max_noise_level: int, noise_level: int) -> None:
+    """Continuations are sampled with the given latents perturbed to `sampling.noise_level`: a level
+    the noise-level embedding has no row for would fail at the first preview, after training."""
+    if not 0 <= noise_level <= max_noise_level:
+        raise ValueError(
+            f"train_t2v: sampling.noise_level={noise_level} but t2v.max_noise_level={max_noise_level}: "
+            f"set sampling.noise_level to at most {max_noise_level} (official 100 of 250)"
+        )
 
 
 def text_encoder_folder(t2v, out_dir: str) -> str:
@@ -189,14 +243,32 @@ def build_network(cfg: dict) -> UNet3D:
     """The T2V UNet, SD's weights in its spatial layers (temporal ones at identity), frozen as asked."""
     network = UNet3D(**cfg["unet"])
     if cfg["unet_weights"]:
-        temporal = load_sd_unet(network, read_sd_unet(cfg["unet_weights"]))
+        new = load_sd_weights(network, cfg["unet_weights"])
         if cfg["freeze_spatial"]:
-            trained = {name.rsplit(".", 1)[0] for name in temporal}
+            trained = {name.rsplit(".", 1)[0] for name in new}
             for name, parameter in network.named_parameters():
                 parameter.requires_grad_(name.rsplit(".", 1)[0] in trained)
     elif cfg["freeze_spatial"]:
         raise ValueError("t2v.freeze_spatial needs SD weights to freeze: set t2v.unet_weights")
     return network
+
+
+def load_sd_weights(network: UNet3D, path: str) -> list[str]:
+    """SD's UNet into `network`'s spatial layers; returns the tensors SD does not give, which
+    `freeze_spatial` trains.
+
+    A continuing network (mask channel, noise-level embedding) has a stem SD's does not fit:
+    SD goes into its unconditional twin, copied over by `init_from_unconditional` (zero weights on
+    the mask channel, zero noise-level embedding), the same function as SD at step 0. Its stem then
+    counts as new too: frozen, its mask weights would stay zero and the frames given unread."""
+    config = network.config
+    if config.in_channels == config.out_channels:
+        return load_sd_unet(network, read_sd_unet(path))
+    twin = UNet3D(**(asdict(config) | {"in_channels": config.out_channels, "max_noise_level": 0}))
+    temporal = load_sd_unet(twin, read_sd_unet(path))
+    init_from_unconditional(network, twin.state_dict())
+    embedding = [name for name in network.state_dict() if name.startswith("noise_level_embed.")]
+    return temporal + embedding + [STEM]
 
 
 def _train_loop(cfg: dict) -> None:
@@ -208,11 +280,14 @@ def _train_loop(cfg: dict) -> None:
     text = open_text_encoder(cfg["text_encoder"]).to(session.device)
     null_context = text.encode([""])[0]
     schedule = schedule_of(cfg["schedule"])
+    task = DiffusionTask(**cfg["task"])
     trainer = TextDiffusionTrainer(
         ray.train.torch.prepare_model(build_network(cfg)),
         schedule,
         null_context=null_context,
         caption_dropout=cfg["caption_dropout"],
+        mask_sampler=mask_sampler(task),  # None: no mask channel, one window from the caption alone
+        max_noise_level=task.max_noise_level,
         lr=train["lr"],
         weight_decay=train["weight_decay"],
         grad_clip=train["grad_clip"],
@@ -240,7 +315,11 @@ def _train_loop(cfg: dict) -> None:
 
 
 class Previewer:
-    """Rank 0's previews: held-out captions sampled with guidance, decoded, logged as mp4 + their captions."""
+    """Rank 0's previews: held-out captions sampled with guidance, decoded, logged as mp4 + their captions.
+
+    A continuing model (`t2v.cond_frames`) previews what it is trained for: each held-out clip's
+    first latents given with its caption, the rest of the window sampled, beside the true clip
+    (left), with the latent MSE of the sampled frames."""
 
     def __init__(self, cfg: dict, session, text: TextEncoder, null_context: torch.Tensor) -> None:
         from data_prep.loader import latent_window_loader
@@ -262,22 +341,31 @@ class Previewer:
         self.captions = batch.captions
         self.context = text.encode(self.captions)
         self.shape = tuple(batch.latents.shape)
+        self.heldout = normalise(batch.latents, cfg["scale"], cfg["shift"]).to(session.device)
+        self.cond_frames = cfg["task"]["cond_frames"]
         self.decode = load_decoder(cfg["decoder"]["kind"], cfg["decoder"]["path"], session.device).decode
 
     @torch.no_grad()
     def __call__(self, network: torch.nn.Module, step: int) -> dict[str, float]:
-        sampling = self.cfg["sampling"]
-        sample = sample_latents(
-            text_guided(network, self.context, self.null_context, self.cfg["guidance_scale"]),
-            self.shape,
-            self.schedule,
-            sampler=sampling["sampler"],
-            steps=sampling["steps"],
-            eta=sampling["eta"],
-            generator=torch.Generator(self.session.device).manual_seed(step),
-            device=self.session.device,
-        )
-        video = self.decode(denormalise(sample, self.cfg["scale"], self.cfg["shift"])).clamp(-1, 1)
+        denoiser = text_guided(network, self.context, self.null_context, self.cfg["guidance_scale"])
+        generator = torch.Generator(self.session.device).manual_seed(step)
+        if self.cond_frames:
+            sample = self._continuation(denoiser, generator)
+            panels = [self.heldout, sample]  # ground truth | sample
+        else:
+            sampling = self.cfg["sampling"]
+            sample = sample_latents(
+                denoiser,
+                self.shape,
+                self.schedule,
+                sampler=sampling["sampler"],
+                steps=sampling["steps"],
+                eta=sampling["eta"],
+                generator=generator,
+                device=self.session.device,
+            )
+            panels = [sample]
+        video = torch.cat([self._decode(panel) for panel in panels], dim=-1)
         frames = rearrange(video, "b c t h w -> t (b h) w c")
         frames = ((frames.float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
         name = f"t2v_step{step:07d}"
@@ -287,7 +375,28 @@ class Previewer:
                 path = Path(folder) / f"{name}.json"
                 path.write_text(json.dumps({"captions": self.captions}, indent=1))
                 tracking.log_artifact(self.session.log, path, "previews")
-        return {"preview/sample_std": sample.std().item()}
+        metrics = {"preview/sample_std": sample.std().item()}
+        if self.cond_frames:
+            sampled = (sample - self.heldout)[:, :, self.cond_frames :]
+            metrics["preview/latent_mse"] = sampled.pow(2).mean().item()
+        return metrics
+
+    def _continuation(self, denoiser, generator: torch.Generator) -> torch.Tensor:
+        """The held-out windows continued from their first `cond_frames` latents and their captions."""
+        from lvdm.continuation import continue_latents
+
+        return continue_latents(
+            denoiser,
+            self.heldout[:, :, : self.cond_frames],
+            self.schedule,
+            clip=self.shape[2],
+            latents=self.shape[2],
+            sampling=long_video_settings(self.cfg["sampling"]),
+            generator=generator,
+        )
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode(denormalise(latents, self.cfg["scale"], self.cfg["shift"])).clamp(-1, 1)
 
 
 STAGE = Stage(
