@@ -152,6 +152,13 @@ def sample_t2v_from_models(args: argparse.Namespace) -> int:
     model = dataclasses.replace(model, latent_shape=(c, t, side, side))
     scale = model.guidance_scale if args.guidance_scale is None else args.guidance_scale
     frames = model.window_frames if args.frames is None else args.frames
+    if not model.continues and frames > model.window_frames:
+        # The release's network has no mask channel: more frames would be one stretched window
+        # its temporal attention never saw, not a longer video.
+        raise SystemExit(
+            f"--frames {frames}: the text-to-video model in {folder} samples one window of "
+            f"{model.window_frames} frames and cannot continue it; ask for at most {model.window_frames}"
+        )
     sampling = SamplingSection().model_dump() | {"steps": args.steps or SamplingSection().steps}
     video = model.sample(
         [args.prompt],

@@ -382,6 +382,8 @@ def test_a_missing_or_extra_tensor_is_named(sources, tmp_path, drop, add, named)
 def test_sampling_the_imported_folder_writes_an_mp4(imported, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit, match="text-to-video model.*--prompt"):
         main(["sample", "--models", str(imported), "--resolution", "16"])
+    with pytest.raises(SystemExit, match="--frames 5: .* one window of 4 frames and cannot continue"):
+        main(["sample", "--models", str(imported), "--prompt", "dog", "--frames", "5", "--resolution", "16"])
     out = tmp_path / "dog.mp4"
     prompt = ["--prompt", "a dog running", "--frames", "3", "--steps", "2", "--guidance-scale", "3"]
     assert main(["sample", "--models", str(imported), *prompt, "--resolution", "16", "--out", str(out)]) == 0
