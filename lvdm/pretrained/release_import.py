@@ -412,42 +412,65 @@ def infer_unet_kwargs(release: Mapping[str, Tensor]) -> dict:
             raise ReleaseImportError(f"cannot infer the UNet's structure: no {name}; pass --config")
         return release[found]
 
-    stem = get("input_blocks.0.0.weight")
+    label = key("label_emb.weight")
+    return walked_unet_kwargs(
+        get,
+        lambda name: key(name) is not None,
+        attention_marker="norm_s.weight",
+        table=lambda: get("middle_block.1.relative_position_k.embeddings_table"),
+    ) | {
+        "max_noise_level": int(release[label].shape[0]) - 1 if label else 0,
+        "relative_key": "official",
+    }
+
+
+def walked_unet_kwargs(
+    need: Callable[[str], Tensor],
+    has: Callable[[str], bool],
+    *,
+    attention_marker: str,
+    table: Callable[[], Tensor],
+) -> dict:
+    """The `UNet3D` kwargs every release UNet layout shows the same way in its shapes (the short,
+    long and text-to-video ones): width, levels, attention levels, heads, temporal length.
+
+    `need(name)` is a tensor or an error naming the layout's fix; `has(name)` whether it exists;
+    `attention_marker` the tensor right after a level's ResBlock (`input_blocks.i.1.<marker>`)
+    that says the level has attention; `table()` the temporal relative-position table, read
+    after the walk so that a checkpoint without ResBlocks says so first."""
+    stem = need("input_blocks.0.0.weight")
     model_channels = int(stem.shape[0])
     # Walk the encoder: a level is its ResBlocks up to the next Downsample (`.0.op`).
     levels: list[list[int]] = [[]]
     attention, factor, i = set(), 1, 1
     while True:
-        if key(f"input_blocks.{i}.0.op.weight"):
+        if has(f"input_blocks.{i}.0.op.weight"):
             levels.append([])
             factor *= 2
-        elif key(f"input_blocks.{i}.0.in_layers.2.weight"):
+        elif has(f"input_blocks.{i}.0.in_layers.2.weight"):
             levels[-1].append(i)
-            if key(f"input_blocks.{i}.1.norm_s.weight"):
+            if has(f"input_blocks.{i}.1.{attention_marker}"):
                 attention.add(factor)
         else:
             break
         i += 1
     if not levels[0]:
         raise ReleaseImportError("cannot infer the UNet's structure (no ResBlocks found); pass --config")
+    heads_and_length = table()
     channel_mult = tuple(
-        int(get(f"input_blocks.{level[0]}.0.in_layers.2.weight").shape[0]) // model_channels
+        int(need(f"input_blocks.{level[0]}.0.in_layers.2.weight").shape[0]) // model_channels
         for level in levels
     )
-    table = get("middle_block.1.relative_position_k.embeddings_table")
-    label = key("label_emb.weight")
     return {
         "in_channels": int(stem.shape[1]),
-        "out_channels": int(get("out.2.weight").shape[0]),
+        "out_channels": int(need("out.2.weight").shape[0]),
         "model_channels": model_channels,
         "channel_mult": channel_mult,
         "num_res_blocks": len(levels[0]),
         "attention_resolutions": tuple(sorted(attention)),
-        "num_heads": model_channels * channel_mult[-1] // int(table.shape[1]),
-        "temporal_length": (int(table.shape[0]) - 1) // 2,
+        "num_heads": model_channels * channel_mult[-1] // int(heads_and_length.shape[1]),
+        "temporal_length": (int(heads_and_length.shape[0]) - 1) // 2,
         "norm_groups": 32,
-        "max_noise_level": int(release[label].shape[0]) - 1 if label else 0,
-        "relative_key": "official",
     }
 
 

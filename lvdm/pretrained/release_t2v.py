@@ -30,7 +30,7 @@ from torch import Tensor
 
 from lvdm.pretrained.clip_text import TEXT_PREFIX, clip_text_config, clip_text_state
 from lvdm.pretrained.ldm_vae import autoencoder_kl_config, diffusers_vae_state, vae_tensors
-from lvdm.pretrained.release_import import ImportReport, ReleaseImportError, convert
+from lvdm.pretrained.release_import import ImportReport, ReleaseImportError, convert, walked_unet_kwargs
 from lvdm.unet import UNet3D
 
 UNET_PREFIX, EMA_PREFIX, VAE_PREFIX = (
@@ -107,45 +107,25 @@ def infer_t2v_unet_kwargs(release: Mapping[str, Tensor]) -> dict:
             raise ReleaseImportError(f"cannot read the T2V UNet's structure: no {name}")
         return tensor
 
-    stem = need("input_blocks.0.0.weight")
-    model_channels = int(stem.shape[0])
-    levels: list[list[int]] = [[]]
-    attention, factor, i = set(), 1, 1
-    while True:
-        if get(f"input_blocks.{i}.0.op.weight") is not None:
-            levels.append([])
-            factor *= 2
-        elif get(f"input_blocks.{i}.0.in_layers.2.weight") is not None:
-            levels[-1].append(i)
-            if get(f"input_blocks.{i}.1.proj_in.weight") is not None:
-                attention.add(factor)
-        else:
-            break
-        i += 1
     middle = "middle_block.1.transformer_blocks"
-    table = get(f"{middle}.0.attn1_tmp.relative_position_k.embeddings_table")
-    if table is None:
-        raise ReleaseImportError(
-            "the T2V UNet has no temporal relative-position tables (use_relative_position: false, or not a "
-            "text-to-video checkpoint): only the release's text2video.yaml network imports"
-        )
-    channel_mult = tuple(
-        int(need(f"input_blocks.{level[0]}.0.in_layers.2.weight").shape[0]) // model_channels
-        for level in levels
-    )
+
+    def table() -> Tensor:
+        found = get(f"{middle}.0.attn1_tmp.relative_position_k.embeddings_table")
+        if found is None:
+            raise ReleaseImportError(
+                "the T2V UNet has no temporal relative-position tables (use_relative_position: false, or "
+                "not a text-to-video checkpoint): only the release's text2video.yaml network imports"
+            )
+        return found
+
     depth = 0
     while get(f"{middle}.{depth}.norm1.weight") is not None:
         depth += 1
-    return {
-        "in_channels": int(stem.shape[1]),
-        "out_channels": int(need("out.2.weight").shape[0]),
-        "model_channels": model_channels,
-        "channel_mult": channel_mult,
-        "num_res_blocks": len(levels[0]),
-        "attention_resolutions": tuple(sorted(attention)),
-        "num_heads": model_channels * channel_mult[-1] // int(table.shape[1]),
-        "temporal_length": (int(table.shape[0]) - 1) // 2,
-        "norm_groups": 32,
+
+    def has(name: str) -> bool:
+        return get(name) is not None
+
+    return walked_unet_kwargs(need, has, attention_marker="proj_in.weight", table=table) | {
         "context_dim": int(need(f"{middle}.0.attn2.to_k.weight").shape[1]),
         "transformer_depth": depth,
         "relative_key": "standard",
