@@ -115,10 +115,10 @@ def sample_t2v_from_models(args: argparse.Namespace) -> int:
 
     import torch
 
-    from data_prep.encode import write_mp4
     from lvdm.diffusion.schedule import NoiseSchedule
     from lvdm.long_video import latent_count, to_uint8_frames
     from pipelines.config import SampleSection, SamplingSection
+    from pipelines.t2v_sample_cli import write_prompted_video
     from stages.t2v_model import TextVideoModel
 
     marker = model_file(args.models)
@@ -170,17 +170,15 @@ def sample_t2v_from_models(args: argparse.Namespace) -> int:
     )
     pixels = to_uint8_frames(video)[0].numpy()
     out = args.out or storage.join(storage.parent(folder), "samples", f"t2v-seed{args.seed}.mp4")
-    with storage.staged_folder(storage.parent(storage.absolute(out))) as staged:
-        write_mp4(staged / storage.name(out), pixels, fps=SampleSection().fps)
-        record = {
-            "prompt": args.prompt,
-            "guidance_scale": scale,
-            "frames": len(pixels),
-            "latent_frames": latent_count(frames, model.ft),
-            "seed": args.seed,
-            "steps": sampling["steps"],
-            "models": str(args.models),
-        }
-        (staged / (storage.name(out).rsplit(".", 1)[0] + ".json")).write_text(json.dumps(record, indent=1))
+    record = {
+        "prompt": args.prompt,
+        "guidance_scale": scale,
+        "frames": len(pixels),
+        "latent_frames": latent_count(frames, model.ft),
+        "seed": args.seed,
+        "steps": sampling["steps"],
+        "models": str(args.models),
+    }
+    write_prompted_video(out, pixels, SampleSection().fps, record)
     print(f"wrote {out} ({len(pixels)} frames, guidance {scale}, models {folder}): {args.prompt!r}")
     return 0

@@ -24,7 +24,6 @@ STAGE = "train_t2v"
 def sample_from_prompt(args: argparse.Namespace) -> int:
     import torch
 
-    from data_prep.encode import write_mp4
     from lvdm.long_video import latent_count
     from stages.contract import read_manifest
     from stages.diffusion_stage import schedule_of
@@ -57,20 +56,28 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
     )
     pixels = ((video[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype("uint8")
     out = args.out or storage.join(args.workdir, "samples", f"{record.run_id}-t2v-seed{args.seed}.mp4")
-    with storage.staged_folder(storage.parent(storage.absolute(out))) as folder:
-        write_mp4(folder / storage.name(out), pixels, fps=config.sample.fps)
-        about = {
-            "prompt": args.prompt,
-            "guidance_scale": scale,
-            "frames": len(pixels),
-            "latent_frames": latent_count(frames, model.ft),
-            "seed": args.seed,
-            "steps": sampling["steps"],
-            "continued": model.continues and frames > model.window_frames,
-        }
-        (folder / (storage.name(out).rsplit(".", 1)[0] + ".json")).write_text(json.dumps(about, indent=1))
+    about = {
+        "prompt": args.prompt,
+        "guidance_scale": scale,
+        "frames": len(pixels),
+        "latent_frames": latent_count(frames, model.ft),
+        "seed": args.seed,
+        "steps": sampling["steps"],
+        "continued": model.continues and frames > model.window_frames,
+    }
+    write_prompted_video(out, pixels, config.sample.fps, about)
     print(f"wrote {out} ({len(pixels)} frames, guidance {scale}, run {record.run_id}): {args.prompt!r}")
     return 0
+
+
+def write_prompted_video(out: storage.Location, pixels, fps: float, about: dict) -> None:
+    """`out` (an mp4 of `pixels`, `t h w c` uint8) and the JSON record beside it (`about`: the
+    prompt and how it was sampled), published together: a clip never lacks what it was asked for."""
+    from data_prep.encode import write_mp4
+
+    with storage.staged_folder(storage.parent(storage.absolute(out))) as folder:
+        write_mp4(folder / storage.name(out), pixels, fps=fps)
+        (folder / (storage.name(out).rsplit(".", 1)[0] + ".json")).write_text(json.dumps(about, indent=1))
 
 
 def run_with_t2v(workdir: str, run_id: str | None) -> RunRecord:
