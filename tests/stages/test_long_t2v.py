@@ -160,21 +160,10 @@ def test_sd_weights_fill_a_continuing_network_as_they_fill_a_one_window_one(tmp_
     """SD goes into the unconditional twin and is copied over: with the mask channel zero, the
     continuing network is the one-window network at every noise level; frozen spatial layers
     leave its stem (which reads the mask) and its noise-level embedding trainable."""
-    import diffusers
-
     from stages.train_t2v import build_network
+    from tests.stages.test_train_t2v import _sd_folder
 
-    torch.manual_seed(0)
-    diffusers.UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=2,
-        norm_num_groups=8,
-    ).save_pretrained(tmp_path / "unet", safe_serialization=True)
+    _sd_folder(tmp_path)  # its UNet is SD's layout at width 16, context 32
     unet = {
         "model_channels": 16,
         "channel_mult": (1, 2),
