@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,8 +46,7 @@ from data_prep.sources.synthetic import render
 from lvdm.autoencoder import denormalise, latent_normalisation, normalise
 from lvdm.diffusion.masks import frames_mask, interpolation_mask, prediction_mask
 from lvdm.diffusion.schedule import NoiseSchedule
-from lvdm.diffusion.strides import window_span
-from lvdm.diffusion_training import DiffusionTrainer, MaskSampler
+from lvdm.diffusion_training import DiffusionTrainer, WindowRole
 from lvdm.long_video import SamplingSettings
 from lvdm.long_video_steps import fill_between_keys, sample_clips
 from lvdm.unet import UNet3D
@@ -67,28 +65,15 @@ SAMPLING = SamplingSettings(
 )  # the reference run's (pipelines/bouncing_shapes.yaml), without its restoring force
 
 
-@dataclass(frozen=True)
-class Role:
-    """How one training step of a role cuts its window and draws its mask."""
-
-    frames: int
-    strides: tuple[int, ...] | None
-    mask: MaskSampler | None
-
-    @property
-    def span(self) -> int:
-        return window_span(self.frames, max(self.strides)) if self.strides else self.frames
-
-
-def roles_for(names: list[str]) -> dict[str, Role]:
+def roles_for(names: list[str]) -> dict[str, WindowRole]:
     """The pipeline's settings for a network of one role; always-conditioned roles for a joint one."""
     joint = len(names) > 1
     nothing = lambda b, f, g: torch.zeros(b, f, dtype=torch.bool)  # noqa: E731
     pred_p, interp_p = (1.0, 1.0) if joint else (0.5, 0.9)
     table = {
-        "uncond": Role(4, None, nothing if joint else None),
-        "pred": Role(4, (1, 2), lambda b, f, g: prediction_mask(b, f, k=1, p=pred_p, generator=g)),
-        "interp": Role(3, None, lambda b, f, g: interpolation_mask(b, f, p=interp_p, generator=g)),
+        "uncond": WindowRole(4, nothing if joint else None),
+        "pred": WindowRole(4, lambda b, f, g: prediction_mask(b, f, k=1, p=pred_p, generator=g), (1, 2)),
+        "interp": WindowRole(3, lambda b, f, g: interpolation_mask(b, f, p=interp_p, generator=g)),
     }
     return {name: table[name] for name in names}
 
@@ -111,8 +96,11 @@ def build_network(names: list[str], width: int) -> UNet3D:
     )
 
 
-def train(args, network: UNet3D, roles: dict[str, Role], latents: torch.Tensor) -> DiffusionTrainer:
-    """`args.steps` steps; each draws its role (uniformly), then the role's windows and masks."""
+def train(args, network: UNet3D, roles: dict[str, WindowRole], latents: torch.Tensor) -> DiffusionTrainer:
+    """`args.steps` steps; each draws its role (uniformly), then the role's windows and masks.
+
+    The roles are drawn here, from a generator of their own, not by the trainer's `roles`: the
+    README's table was measured with these draws."""
     first = next(iter(roles.values()))
     trainer = DiffusionTrainer(
         network,
@@ -120,7 +108,7 @@ def train(args, network: UNet3D, roles: dict[str, Role], latents: torch.Tensor) 
         lr=args.lr,
         ema_decay=0.995,
         loss_type="l2",
-        mask_sampler=first.mask,
+        mask_sampler=first.mask_sampler,
         max_noise_level=network.config.max_noise_level,
         autocast_dtype=torch.bfloat16,
     )
@@ -132,7 +120,7 @@ def train(args, network: UNet3D, roles: dict[str, Role], latents: torch.Tensor) 
         name = names[int(torch.randint(0, len(names), (), generator=generator))]
         role = roles[name]
         counts[name] += 1
-        trainer.mask_sampler, trainer.strides, trainer.frames = role.mask, role.strides, role.frames
+        trainer.mask_sampler, trainer.strides, trainer.frames = role.mask_sampler, role.strides, role.frames
         video = torch.randint(0, len(latents), (args.batch,), generator=generator)
         start = torch.randint(0, latents.shape[2] - role.span + 1, (args.batch,), generator=generator)
         batch = torch.stack(

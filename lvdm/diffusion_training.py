@@ -39,10 +39,11 @@ class WindowRole:
     """One role of a network that holds several (§3.3's masks make one network unconditional,
     a predictor and an interpolator): a step of it takes `frames` latents (at a stride drawn
     from `strides`, for a stride-aware network; else consecutive, told nothing, i.e. stride 1)
-    from the front of the batch's window and draws its mask with `mask_sampler`."""
+    from the front of the batch's window and draws its mask with `mask_sampler` (None: the
+    unconditional role of a network without the mask channel)."""
 
     frames: int
-    mask_sampler: MaskSampler
+    mask_sampler: MaskSampler | None
     strides: tuple[int, ...] | None = None
 
     @property
