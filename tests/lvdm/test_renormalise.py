@@ -100,8 +100,14 @@ def test_a_fading_network_fades_without_it_and_holds_with_it(strategy: str) -> N
     stds = {}
     for renormalise in (False, True):
         sampling = dataclasses.replace(base, renormalise=renormalise)
-        options = dict(videos=4, latents=25, latent_shape=LATENT, clip=4, sampling=sampling,
-                       generator=torch.Generator().manual_seed(0))
+        options = dict(
+            videos=4,
+            latents=25,
+            latent_shape=LATENT,
+            clip=4,
+            sampling=sampling,
+            generator=torch.Generator().manual_seed(0),
+        )
         if strategy == "autoregressive":
             chunks = autoregressive_latents(network, schedule, **options)
         else:
@@ -117,10 +123,23 @@ def test_the_first_clip_is_pooled_or_kept_as_drawn_and_later_chunks_hold_at_it(f
     schedule = NoiseSchedule.linear()
     network = Fading(schedule)
     network.pattern = 0.4 * network.pattern / network.pattern.std()  # a faint first clip
-    sampling = SamplingSettings(steps=4, eta=0.0, noise_level=0, guidance_weight=0.0, ddim_last_step="x0",
-                                renormalise=True, renormalise_first_clip=first_clip)
-    options = dict(videos=4, latents=25, latent_shape=LATENT, clip=4, sampling=sampling,
-                   generator=torch.Generator().manual_seed(0))
+    sampling = SamplingSettings(
+        steps=4,
+        eta=0.0,
+        noise_level=0,
+        guidance_weight=0.0,
+        ddim_last_step="x0",
+        renormalise=True,
+        renormalise_first_clip=first_clip,
+    )
+    options = dict(
+        videos=4,
+        latents=25,
+        latent_shape=LATENT,
+        clip=4,
+        sampling=sampling,
+        generator=torch.Generator().manual_seed(0),
+    )
     video = total(autoregressive_latents(network, schedule, **options))
     if first_clip == "as_sampled":  # exactly what the network drew: its x̂_0 is the pattern
         torch.testing.assert_close(video[:, :, :4].float(), network.pattern.expand(4, -1, 4, -1, -1))
