@@ -92,6 +92,18 @@ class Fading(torch.nn.Module):
         return (x_t - a * x0) / s
 
 
+def _rollout(sampling: SamplingSettings) -> dict:
+    """The long-video loops' arguments both tests roll out with: 4 videos of 25 latents, clips of 4."""
+    return dict(
+        videos=4,
+        latents=25,
+        latent_shape=LATENT,
+        clip=4,
+        sampling=sampling,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
 @pytest.mark.parametrize("strategy", ["autoregressive", "hierarchical"])
 def test_a_fading_network_fades_without_it_and_holds_with_it(strategy: str) -> None:
     schedule = NoiseSchedule.linear()
@@ -100,14 +112,7 @@ def test_a_fading_network_fades_without_it_and_holds_with_it(strategy: str) -> N
     stds = {}
     for renormalise in (False, True):
         sampling = dataclasses.replace(base, renormalise=renormalise)
-        options = dict(
-            videos=4,
-            latents=25,
-            latent_shape=LATENT,
-            clip=4,
-            sampling=sampling,
-            generator=torch.Generator().manual_seed(0),
-        )
+        options = _rollout(sampling)
         if strategy == "autoregressive":
             chunks = autoregressive_latents(network, schedule, **options)
         else:
@@ -132,14 +137,7 @@ def test_the_first_clip_is_pooled_or_kept_as_drawn_and_later_chunks_hold_at_it(f
         renormalise=True,
         renormalise_first_clip=first_clip,
     )
-    options = dict(
-        videos=4,
-        latents=25,
-        latent_shape=LATENT,
-        clip=4,
-        sampling=sampling,
-        generator=torch.Generator().manual_seed(0),
-    )
+    options = _rollout(sampling)
     video = total(autoregressive_latents(network, schedule, **options))
     if first_clip == "as_sampled":  # exactly what the network drew: its x̂_0 is the pattern
         torch.testing.assert_close(video[:, :, :4].float(), network.pattern.expand(4, -1, 4, -1, -1))

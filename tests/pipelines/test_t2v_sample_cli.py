@@ -11,14 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from data_prep import storage
 from data_prep.decode import decode_video
 from pipelines.cli import main
-from pipelines.run_record import RunRecord, StageState
-from tests.conftest import PIPELINES
-from tests.fixtures.t2v_stage import FT, LATENT_SHAPE, write_t2v_stage
+from tests.fixtures.t2v_stage import FT, LATENT_SHAPE, record_t2v_run, write_t2v_stage
 
 RUN_STEPS = 3  # the run's sampling.steps
 
@@ -28,18 +24,7 @@ def t2v_workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("t2v")
     stage = workdir / "stages" / "train_t2v-test"
     write_t2v_stage(stage)
-    record = RunRecord(
-        run_id="20260101-000000-t2v0",
-        pipeline=str(PIPELINES / "bouncing_shapes_t2v.yaml"),
-        name="bouncing_shapes_t2v",
-        workdir=str(workdir),
-        status="done",
-        stages={"train_t2v": StageState(status="done", output=str(stage))},
-    )
-    record.save()
-    config = yaml.safe_load((PIPELINES / "bouncing_shapes_t2v.yaml").read_text())
-    config["sampling"]["steps"] = RUN_STEPS
-    storage.write_bytes(storage.join(record.folder, "config.yaml"), yaml.safe_dump(config).encode())
+    record_t2v_run(workdir, "20260101-000000-t2v0", stage, sampling_steps=RUN_STEPS)
     return workdir
 
 

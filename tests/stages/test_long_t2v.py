@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from data_prep import storage
@@ -24,13 +23,12 @@ from data_prep.decode import decode_video
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.unet import UNet3D
 from pipelines.config import T2VSection, load_pipeline
-from pipelines.run_record import RunRecord, StageState
 from stages.contract import read_manifest
 from stages.t2v_model import TextVideoModel
 from stages.train_t2v import network_kwargs, t2v_task
 from stages.unet_file import save_unet
 from tests.conftest import PIPELINES
-from tests.fixtures.t2v_stage import FT, LATENT_SHAPE, UNET, write_t2v_stage
+from tests.fixtures.t2v_stage import FT, LATENT_SHAPE, UNET, record_t2v_run, write_t2v_stage
 
 MAX_NOISE_LEVEL = 250  # t2v.max_noise_level's default: the pipelines' sampling.noise_level (100) fits
 CONTINUING_UNET = UNET | {"in_channels": UNET["in_channels"] + 1, "max_noise_level": MAX_NOISE_LEVEL}
@@ -58,23 +56,12 @@ def _trained(stage: Path, unet: dict, cond_frames: int) -> None:
 def workdir(tmp_path_factory) -> Path:
     """One workdir, two runs with a finished `train_t2v`: `one` (cond_frames 0), `long` (1)."""
     workdir = tmp_path_factory.mktemp("long_t2v")
-    config = yaml.safe_load((PIPELINES / "bouncing_shapes_t2v.yaml").read_text())
-    config["sampling"]["steps"] = 2
     text_encoder = None
     for run, (unet, cond_frames) in {"one": (UNET, 0), "long": (CONTINUING_UNET, 1)}.items():
         stage = workdir / "stages" / f"train_t2v-{run}"
         text_encoder = write_t2v_stage(stage, text_encoder=text_encoder)["text_encoder"]
         _trained(stage, unet, cond_frames)
-        record = RunRecord(
-            run_id=f"20260101-000000-{run}",
-            pipeline=str(PIPELINES / "bouncing_shapes_t2v.yaml"),
-            name="bouncing_shapes_t2v",
-            workdir=str(workdir),
-            status="done",
-            stages={"train_t2v": StageState(status="done", output=str(stage))},
-        )
-        record.save()
-        storage.write_bytes(storage.join(record.folder, "config.yaml"), yaml.safe_dump(config).encode())
+        record_t2v_run(workdir, f"20260101-000000-{run}", stage, sampling_steps=2)
     return workdir
 
 
