@@ -211,6 +211,13 @@ class T2VSection(Section):
     max_noise_level: Annotated[int, ReadWhen(_continues)] = Field(
         250, ge=0, description="with cond_frames: conditional latent perturbation s_max (official 250)"
     )
+    key_stride: Annotated[int, ReadWhen(lambda s: s.key_stride > 1)] = Field(
+        1,
+        ge=1,
+        description="with cond_frames: > 1 trains one stride-aware network for §3.3's three roles (first "
+        "windows from the caption alone and continuations, each at stride 1 and at key_stride; fills "
+        "between keys key_stride apart), so long videos can be hierarchical; 1: autoregressive only",
+    )
     cache_batch_frames: Annotated[int, EXECUTION] = Field(16, ge=1, description="frames per VAE call")
     use_gpu: Annotated[bool, EXECUTION] = False
     train: DiffusionTrainSection = Field(default_factory=DiffusionTrainSection)
@@ -224,6 +231,17 @@ class T2VSection(Section):
             raise ValueError(
                 f"t2v.cond_frames={self.cond_frames} must be below t2v.frames={self.frames}: a continuation "
                 "window needs a latent left to sample"
+            )
+        if self.key_stride > 1 and not self.cond_frames:
+            raise ValueError(
+                f"t2v.key_stride={self.key_stride} needs t2v.cond_frames >= 1: hierarchical videos continue "
+                "their keys and fill between them, which only a network with the mask channel can"
+            )
+        if self.key_stride > 1 and self.key_stride >= self.frames:
+            raise ValueError(
+                f"t2v.key_stride={self.key_stride} must be below t2v.frames={self.frames}: a fill window "
+                f"holds two keys and the {self.key_stride - 1} latents between them, at most as long as a "
+                "training window (the temporal layers' relative positions)"
             )
         return self
 

@@ -29,7 +29,12 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
         help="frames of the video (default 1024; 16 for --models with unet.pt alone; with --prompt the "
         "training window's)",
     )
-    sample.add_argument("--strategy", choices=("autoregressive", "hierarchical"), default="hierarchical")
+    sample.add_argument(
+        "--strategy",
+        choices=("autoregressive", "hierarchical"),
+        help="how a long video is drawn (default hierarchical; with --prompt the model's own: hierarchical "
+        "if it was trained with t2v.key_stride > 1)",
+    )
     sample.add_argument("--out", help="mp4 path (default <workdir>/samples/<run>-<strategy>.mp4)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="auto", help="auto: cuda if available, else cpu")
@@ -62,6 +67,8 @@ def add_parsers(sub: argparse._SubParsersAction, default_workdir: str) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    if args.prompt is None:
+        args.strategy = args.strategy or "hierarchical"
     if args.models:
         from pipelines.models_sample import sample_from_models
 

@@ -6,7 +6,8 @@ latent normalisation), samples with classifier-free guidance in one batched forw
 with the prompt, so a clip always says what it was asked for. `--frames` counts video frames,
 as it does for long videos (default: the training window's). Past one window the video is
 continued, window by window, each conditioned on the last latents and the prompt, by a model
-trained with `t2v.cond_frames` > 0; any other model says it cannot continue.
+trained with `t2v.cond_frames` > 0; any other model says it cannot continue. `--strategy`
+picks how (default the model's own: hierarchical when it was trained with `t2v.key_stride` > 1).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
         model.check_continues(frames)
     except ValueError as error:
         raise SystemExit(f"--frames {frames}: {error}") from None
+    try:
+        strategy = model.check_strategy(args.strategy)
+    except ValueError as error:
+        raise SystemExit(f"--strategy: {error}") from None
     sampling = config.sampling.model_dump() | {"steps": args.steps or config.sampling.steps}
     video = model.sample(
         [args.prompt],
@@ -53,6 +58,7 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
         generator=torch.Generator(device).manual_seed(args.seed),
         guidance_scale=scale,
         frames=frames,
+        strategy=strategy,
     )
     pixels = ((video[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype("uint8")
     out = args.out or storage.join(args.workdir, "samples", f"{record.run_id}-t2v-seed{args.seed}.mp4")
@@ -64,6 +70,7 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "steps": sampling["steps"],
         "continued": model.continues and frames > model.window_frames,
+        "strategy": strategy if model.continues and frames > model.window_frames else None,
     }
     write_prompted_video(out, pixels, config.sample.fps, about)
     print(f"wrote {out} ({len(pixels)} frames, guidance {scale}, run {record.run_id}): {args.prompt!r}")

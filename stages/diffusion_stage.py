@@ -294,14 +294,7 @@ def _train_loop(cfg: dict) -> None:
     def step(batch: torch.Tensor, global_step: int) -> dict[str, float]:
         return trainer.step(normalise(batch, scale, shift), global_step)
 
-    frames, stride = task.frames, task.latent_stride
-    if task.roles:
-        # Whole spans, as long as the longest role needs: each step's role cuts its own window.
-        frames, stride = max(role.span for role in trainer.roles), 1
-    elif task.strides:
-        # Whole spans of consecutive latents: the trainer cuts each example's window at
-        # its own stride (`lvdm.diffusion.strides`).
-        frames, stride = window_span(task.frames, max(task.strides)), 1
+    frames, stride = window_of(task, trainer)
     train_latent_steps(
         session,
         trainer,
@@ -313,6 +306,18 @@ def _train_loop(cfg: dict) -> None:
         previewer=lambda: Previewer(cfg, task, session),
         snapshot=snapshot_writer(cfg, trainer),
     )
+
+
+def window_of(task: DiffusionTask, trainer: DiffusionTrainer) -> tuple[int, int]:
+    """(frames, stride) of the loader's windows: the task's own, or for a stride-aware or shared
+    network whole spans of consecutive latents, which the trainer cuts per example."""
+    if task.roles:
+        # As long as the longest role needs: each step's role cuts its own window.
+        return max(role.span for role in trainer.roles), 1
+    if task.strides:
+        # The trainer cuts each example's window at its own stride (`lvdm.diffusion.strides`).
+        return window_span(task.frames, max(task.strides)), 1
+    return task.frames, task.latent_stride
 
 
 def trainer_windows(task: DiffusionTask) -> dict:

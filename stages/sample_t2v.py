@@ -10,8 +10,9 @@ the prompts are params (`prompt.000`, ...), so a preview always says what it was
 The work runs in one Ray task (a GPU one with `sample.use_gpu`); a rerun redoes it whole.
 
 Length: a model trained with `t2v.cond_frames` > 0 continues its windows, so its videos are
-`sample.frames` long (autoregressive, every window conditioned on the last latents and the
-caption; `stages.t2v_model`); any other model makes one training window, as before, since
+`sample.frames` long (every window conditioned on the last latents and the caption;
+hierarchical, keys then fills, for a model trained with `t2v.key_stride` > 1, else
+autoregressive; `stages.t2v_model`); any other model makes one training window, as before, since
 `sample.frames` (1,024 by default) is the long-video stages' length, which it cannot reach.
 """
 
@@ -128,6 +129,8 @@ def sample_prompts(
         "videos_per_prompt": videos,
         "frames": length,
         "continued": model.continues,  # windows past the first conditioned on the last latents
+        # Past one window: the model's own strategy (hierarchical if trained with t2v.key_stride > 1).
+        "strategy": model.check_strategy(None) if length > model.window_frames else None,
     }
     shown = range(length) if length <= model.window_frames else contact_steps(length, contact_columns)
     for i, prompt in enumerate(prompts):

@@ -11,6 +11,11 @@ its first window from the caption alone (all-False mask), every later one condit
 last `cond_frames` latents (perturbed to `sampling.noise_level`, unconditional guidance of
 weight `sampling.guidance_weight`) and on the caption (classifier-free text guidance), and is
 decoded window by window. A model without it samples one window, as it always has.
+
+A model trained with `t2v.key_stride` > 1 as well also draws them hierarchically
+(`lvdm.long_video.hierarchical_latents`, its default past one window): keys `key_stride` apart
+continued the same way at the key stride, then every gap between neighbouring keys filled by
+the same network with both keys given, all with the caption.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from lvdm.autoencoder import denormalise
 
 if TYPE_CHECKING:
     from lvdm.diffusion.text_guidance import TextGuided
+    from lvdm.long_video import Strategy
     from lvdm.long_video_steps import SamplingSettings
     from lvdm.text_encoder import TextEncoder
 
@@ -123,6 +129,7 @@ class TextVideoModel:
     guidance_scale: float
     ft: int = 1  # video frames per latent frame (the decoder's)
     cond_frames: int = 0  # t2v.cond_frames: latents a continuation window is given; 0: one window only
+    key_stride: int = 1  # t2v.key_stride: > 1 also fills between keys this far apart (hierarchical)
     decode_windows: Callable[[Tensor, int], Tensor] | None = None  # `Decoder.decode_windows`
 
     @classmethod
@@ -145,6 +152,7 @@ class TextVideoModel:
             guidance_scale=outputs["guidance_scale"],
             ft=ft,
             cond_frames=outputs.get("cond_frames", 0),
+            key_stride=outputs.get("key_stride", 1),
             decode_windows=decode_windows,
         )
 
@@ -157,6 +165,26 @@ class TextVideoModel:
     def continues(self) -> bool:
         """Whether videos longer than a window are continuations (trained with t2v.cond_frames > 0)."""
         return self.cond_frames > 0
+
+    @property
+    def strategies(self) -> tuple[Strategy, ...]:
+        """How this model can draw a video longer than a window; the first is its default."""
+        if not self.continues:
+            return ()
+        return ("hierarchical", "autoregressive") if self.key_stride > 1 else ("autoregressive",)
+
+    def check_strategy(self, strategy: str | None) -> Strategy | None:
+        """`strategy` (None: the model's default), or a ValueError naming what the model can do."""
+        if strategy is None or strategy in self.strategies:
+            return strategy or next(iter(self.strategies), None)
+        if strategy == "hierarchical" and self.continues:
+            fix = "retrain with --set t2v.key_stride=2 (or more: keys that far apart, fills between them)"
+        else:
+            fix = "retrain with --set t2v.cond_frames=1 (and t2v.key_stride=2 for hierarchical videos)"
+        raise ValueError(
+            f"strategy {strategy!r}: this text-to-video model draws long videos by "
+            f"{' or '.join(self.strategies) or 'no strategy (one window only)'}; {fix}"
+        )
 
     def check_continues(self, frames: int) -> None:
         """Refuse `frames` beyond the window of a model that cannot continue it.
@@ -181,9 +209,11 @@ class TextVideoModel:
         generator: torch.Generator,
         guidance_scale: float | None = None,
         frames: int | None = None,
+        strategy: str | None = None,
     ) -> Tensor:
         """One video per prompt, `b c t h w` in [-1, 1]: latents sampled with classifier-free
-        guidance (one batched forward per step), decoded.
+        guidance (one batched forward per step), decoded. `strategy`: how a continuing model
+        draws more than a window (`strategies`; None: its default).
 
         `frames` counts video frames (default: the training window's), as the long-video
         `lvdm sample --frames` does: ⌈frames / ft⌉ latents are sampled and the decoded surplus
@@ -201,6 +231,7 @@ class TextVideoModel:
             generator=generator,
             guidance_scale=guidance_scale,
             latents=latent_count(frames, self.ft),
+            strategy=strategy,
         )
         return self.decode(latents)[:, :, :frames]
 
@@ -215,15 +246,17 @@ class TextVideoModel:
         latents: int,
         guidance_scale: float | None = None,
         given: Tensor | None = None,
+        strategy: str | None = None,
     ) -> Tensor:
         """Normalised latents `b c latents h w`, one video per prompt.
 
         `given: b c g h w` (normalised, g >= cond_frames) continues those latents instead of
         starting from the caption alone; they come back unchanged as the video's first g.
-        Only a continuing model takes them."""
+        Only a continuing model takes them, and continues them autoregressively."""
+        strategy = self.check_strategy(strategy)
         denoiser = self.text_denoiser(prompts, guidance_scale)
         if self.continues:
-            return self._continued(denoiser, schedule, sampling, generator, latents, given)
+            return self._continued(denoiser, schedule, sampling, generator, latents, given, strategy)
         if given is not None:
             raise ValueError("given latents need a model trained with t2v.cond_frames > 0 (a mask channel)")
         from lvdm.diffusion.sampling import sample_latents
@@ -260,17 +293,23 @@ class TextVideoModel:
         generator: torch.Generator,
         latents: int,
         given: Tensor | None,
+        strategy: Strategy,
     ) -> Tensor:
         """The long-video loops of the non-text networks, run on the text-guided network: its
         `config` says it has the mask channel and the noise-level embedding, so s and w apply
-        as they do there (`lvdm.long_video`, `lvdm.continuation`)."""
+        as they do there (`lvdm.long_video`, `lvdm.continuation`). Within one window the
+        strategies agree: the first window from the captions alone."""
         from lvdm.long_video_steps import check_conditional
 
         settings = long_video_settings(sampling)
         check_conditional(denoiser, "train_t2v's network (t2v.cond_frames)", settings)
-        if given is None:
-            return self._from_captions(denoiser, schedule, settings, generator, latents)
-        return self._from_given(denoiser, schedule, settings, generator, latents, given)
+        if given is not None:
+            if strategy == "hierarchical":
+                raise ValueError("given latents are continued autoregressively: strategy='autoregressive'")
+            return self._from_given(denoiser, schedule, settings, generator, latents, given)
+        if strategy == "hierarchical" and latents > self.latent_shape[1]:
+            return self._hierarchical(denoiser, schedule, settings, generator, latents)
+        return self._from_captions(denoiser, schedule, settings, generator, latents)
 
     def _from_captions(
         self,
@@ -294,6 +333,38 @@ class TextVideoModel:
             latents=latents,
             latent_shape=(c, h, w),
             clip=clip,
+            cond_frames=self.cond_frames,
+            sampling=settings,
+            max_batch=videos,
+            generator=generator,
+            device=self.device,
+        )
+        return torch.cat(list(chunks), dim=2)
+
+    def _hierarchical(
+        self,
+        denoiser: TextGuided,
+        schedule,
+        settings: SamplingSettings,
+        generator: torch.Generator,
+        latents: int,
+    ) -> Tensor:
+        """Keys `key_stride` apart from the captions (the network told the key stride), then the
+        gaps between them filled with both keys given (`hierarchical_latents`), the one network
+        in every role. One video per caption per sampler call (`max_batch`), as `_from_captions`."""
+        from lvdm.long_video import hierarchical_latents
+
+        c, clip, h, w = self.latent_shape
+        videos = denoiser.context.shape[0]
+        chunks = hierarchical_latents(
+            denoiser,
+            denoiser,
+            schedule,
+            videos=videos,
+            latents=latents,
+            latent_shape=(c, h, w),
+            clip=clip,
+            latent_stride=self.key_stride,
             cond_frames=self.cond_frames,
             sampling=settings,
             max_batch=videos,

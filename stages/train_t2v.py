@@ -16,7 +16,11 @@ apart from the mask, so the one network learns ε with and without frames, with 
 caption: what continuing a video with classifier-free text guidance asks of it
 (`stages.t2v_model`). SD's weights then go into the unconditional layout first and are copied
 over (`init_from_unconditional`: zero mask weights, zero noise-level embedding), so step 0 is
-still SD on every frame.
+still SD on every frame. With `t2v.key_stride` > 1 as well, the one network holds all three of
+§3.3's roles as `train_pred.roles` does (`diffusion_stage.trainer_windows`): first windows from
+the caption alone and continuations, each at stride 1 and at the key stride (a stride
+embedding, zero at first, tells it which), and fills between keys `key_stride` apart, so its
+long videos can be hierarchical.
 
 The latents come from `cache_t2v_latents` (SD's VAE per frame, the paper's §5) or, where the
 pipeline lists `cache_latents` instead, from the pipeline's own video autoencoder with a fresh
@@ -60,11 +64,12 @@ from stages.diffusion_stage import (
     describe_unet,
     kept_snapshots,
     latent_shards,
-    mask_sampler,
     save_ema_unet,
     schedule_of,
     snapshot_writer,
     train_latent_steps,
+    trainer_windows,
+    window_of,
 )
 from stages.t2v_model import SD_VAE, VIDEO_AUTOENCODER, load_decoder, long_video_settings, open_text_encoder
 from stages.unet_file import FILENAME
@@ -82,6 +87,7 @@ def run(ctx: StageContext) -> dict:
     train_shards, heldout_shards = latent_shards(cache, source)
     configured = ctx.config.diffusion.unet.model_dump(mode="json")
     window = latent_shape(train_shards, t2v.frames)  # one window read here, not a UNet error in a worker
+    check_span(train_shards, t2v)
     check_latent_channels(window[0], configured, source, cache)
     if t2v.cond_frames:
         check_noise_level(t2v.max_noise_level, ctx.config.sampling.noise_level)
@@ -136,6 +142,7 @@ def run(ctx: StageContext) -> dict:
         "shift": cache["outputs"]["shift"],
         "guidance_scale": t2v.guidance_scale,
         "cond_frames": t2v.cond_frames,  # > 0: the model continues its windows (stages.t2v_model)
+        "key_stride": t2v.key_stride,  # > 1: and fills between keys this far apart (hierarchical)
     }
 
 
@@ -144,12 +151,16 @@ def t2v_task(t2v) -> DiffusionTask:
     `cond_frames` the prediction network's masks and perturbation (§3.3) beside the caption."""
     if not t2v.cond_frames:
         return DiffusionTask(kind="uncond", frames=t2v.frames)
+    hierarchical = t2v.key_stride > 1
     return DiffusionTask(
         kind="pred",
         frames=t2v.frames,
         cond_frames=t2v.cond_frames,
         p_cond=t2v.p_cond,
         max_noise_level=t2v.max_noise_level,
+        latent_stride=t2v.key_stride,
+        strides=(1, t2v.key_stride) if hierarchical else (),
+        roles=("uncond", "pred", "interp") if hierarchical else (),
     )
 
 
@@ -162,7 +173,27 @@ def network_kwargs(unet: dict, t2v) -> dict:
     a model trained without `cond_frames` share."""
     if not t2v.cond_frames:
         return dict(unet)
-    return unet | {"in_channels": unet["in_channels"] + 1, "max_noise_level": t2v.max_noise_level}
+    kwargs = unet | {"in_channels": unet["in_channels"] + 1, "max_noise_level": t2v.max_noise_level}
+    if t2v.key_stride > 1:
+        kwargs["max_stride"] = t2v.key_stride
+    return kwargs
+
+
+def check_span(shards: list[str], t2v) -> None:
+    """A hierarchical network's key windows span `1 + (frames − 1) · key_stride` latents of one
+    clip: clips shorter than that would fail in a worker's loader, after the cluster started."""
+    if t2v.key_stride <= 1:
+        return
+    span = 1 + (t2v.frames - 1) * t2v.key_stride
+    try:
+        latent_shape(shards, span)
+    except RuntimeError:  # the loader's "no usable sample": every clip too short
+        raise ValueError(
+            f"train_t2v: t2v.key_stride={t2v.key_stride} with t2v.frames={t2v.frames} needs clips of {span} "
+            f"latents (windows of {t2v.frames} keys {t2v.key_stride} apart) but every cached clip "
+            f"({shards[0]}, ...) is shorter; lower t2v.key_stride or t2v.frames, or shard longer clips "
+            "(data.frames)"
+        ) from None
 
 
 def check_noise_level(max_noise_level: int, noise_level: int) -> None:
@@ -286,7 +317,7 @@ def _train_loop(cfg: dict) -> None:
         schedule,
         null_context=null_context,
         caption_dropout=cfg["caption_dropout"],
-        mask_sampler=mask_sampler(task),  # None: no mask channel, one window from the caption alone
+        **trainer_windows(task),  # masks, strides, roles; none: one window from the caption alone
         max_noise_level=task.max_noise_level,
         lr=train["lr"],
         weight_decay=train["weight_decay"],
@@ -301,12 +332,14 @@ def _train_loop(cfg: dict) -> None:
     def step(batch, global_step: int) -> dict[str, float]:
         return trainer.step(normalise(batch.latents, scale, shift), text.encode(batch.captions), global_step)
 
+    frames, stride = window_of(task, trainer)
     train_latent_steps(
         session,
         trainer,
         train,
         shards=cfg["train_shards"],
-        frames=cfg["frames"],
+        frames=frames,
+        stride=stride,
         captions=True,
         step=step,
         previewer=lambda: Previewer(cfg, session, text, null_context),

@@ -108,3 +108,41 @@ def test_demo_dag_runs_and_reports_text_alignment(ray_cluster, tmp_path: Path) -
     about = json.loads(out.with_suffix(".json").read_text())
     frames = decode_video(out.read_bytes()).frames
     assert about["frames"] == len(frames) == about["latent_frames"] * config.autoencoder.model.ft
+
+
+@pytest.mark.slow
+def test_hierarchical_t2v_trains_and_samples_keys_then_fills(ray_cluster, tmp_path: Path) -> None:
+    """`t2v.key_stride` through the whole DAG at a few steps: 16-frame clips (8 latents) hold the
+    key windows (4 keys 2 apart span 7), and sample_t2v draws 40-frame videos hierarchically."""
+    config = load_pipeline(
+        DEMO,
+        [
+            "data.frames=16",
+            "data.synthetic.frames=16",
+            "data.synthetic.videos={train: 16, test: 8}",
+            "autoencoder.train.steps=4",
+            "autoencoder.loss.disc_start=3",
+            "autoencoder.train.normalisation_clips=4",
+            "t2v.cond_frames=1",
+            "t2v.key_stride=2",
+            "t2v.max_noise_level=250",
+            "t2v.train.steps=3",
+            "t2v.train.checkpoint_every=3",
+            "t2v.train.preview_every=3",
+            "sampling.steps=2",
+            "sample.videos=1",
+            "sample.frames=40",
+            "sample.prompts=[a red circle moving left]",
+            "evaluate.real_clips=4",
+            "ray.num_cpus=2",
+        ],
+    )
+    record = run_pipeline(config, tmp_path / "work", str(DEMO), echo=lambda *_: None)
+    assert {s.status for s in record.stages.values()} == {"done"}
+    trained = json.loads((Path(record.stages["train_t2v"].output) / "manifest.json").read_text())
+    assert trained["outputs"]["key_stride"] == 2 and trained["outputs"]["unet_config"]["max_stride"] == 2
+    sampled = Path(record.stages["sample_t2v"].output)
+    about = json.loads((sampled / "samples.json").read_text())
+    assert (about["frames"], about["strategy"]) == (40, "hierarchical")
+    video = about["prompts"]["a red circle moving left"]["videos"][0]
+    assert len(decode_video((sampled / video).read_bytes()).frames) == 40

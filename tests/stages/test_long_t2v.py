@@ -18,7 +18,6 @@ import pytest
 import torch
 from PIL import Image
 
-from data_prep import storage
 from data_prep.decode import decode_video
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.unet import UNet3D
@@ -26,9 +25,8 @@ from pipelines.config import T2VSection, load_pipeline
 from stages.contract import read_manifest
 from stages.t2v_model import TextVideoModel
 from stages.train_t2v import network_kwargs, t2v_task
-from stages.unet_file import save_unet
 from tests.conftest import PIPELINES
-from tests.fixtures.t2v_stage import FT, LATENT_SHAPE, UNET, record_t2v_run, write_t2v_stage
+from tests.fixtures.t2v_stage import FT, LATENT_SHAPE, UNET, record_t2v_run, replace_unet, write_t2v_stage
 
 MAX_NOISE_LEVEL = 250  # t2v.max_noise_level's default: the pipelines' sampling.noise_level (100) fits
 CONTINUING_UNET = UNET | {"in_channels": UNET["in_channels"] + 1, "max_noise_level": MAX_NOISE_LEVEL}
@@ -36,20 +34,6 @@ WINDOW = LATENT_SHAPE[1] * FT  # video frames of one training window
 SCHEDULE = NoiseSchedule.linear(timesteps=300, linear_start=0.00085, linear_end=0.012)
 SAMPLING = {"sampler": "ddim", "steps": 2, "eta": 1.0, "noise_level": 100, "guidance_weight": 0.1}
 RED, BLUE = "a red circle moving left", "a blue square moving up"
-
-
-def _trained(stage: Path, unet: dict, cond_frames: int) -> None:
-    """`stage`'s UNet replaced by one with weights drawn away from zero (a fresh network's last
-    convolution is zero, so nothing would reach its output), its manifest saying `cond_frames`."""
-    torch.manual_seed(1)
-    network = UNet3D(**unet)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.normal_(0, 0.1)
-    save_unet(stage / "unet.pt", unet, network.state_dict(), 0)
-    manifest = read_manifest(str(stage))
-    outputs = manifest["outputs"] | {"cond_frames": cond_frames, "unet_config": unet}
-    storage.write_json(stage / "manifest.json", {"stage": "train_t2v", "outputs": outputs})
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +44,7 @@ def workdir(tmp_path_factory) -> Path:
     for run, (unet, cond_frames) in {"one": (UNET, 0), "long": (CONTINUING_UNET, 1)}.items():
         stage = workdir / "stages" / f"train_t2v-{run}"
         text_encoder = write_t2v_stage(stage, text_encoder=text_encoder)["text_encoder"]
-        _trained(stage, unet, cond_frames)
+        replace_unet(stage, unet, cond_frames=cond_frames)
         record_t2v_run(workdir, f"20260101-000000-{run}", stage, sampling_steps=2)
     return workdir
 
