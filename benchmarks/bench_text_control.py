@@ -47,7 +47,7 @@ from lvdm.random_clip import write_random_clip
 from lvdm.text_diffusion_training import TextDiffusionTrainer
 from lvdm.text_encoder import TextEncoder
 from pipelines.config import load_pipeline
-from stages.diffusion_stage import latent_shards, mask_sampler, schedule_of
+from stages.diffusion_stage import latent_shards, schedule_of, trainer_windows
 from stages.sample_t2v import generate_videos
 from stages.t2v_model import VIDEO_AUTOENCODER, TextVideoModel, load_decoder
 from stages.train_t2v import build_network, network_kwargs, t2v_task
@@ -116,10 +116,24 @@ def swapped(caption: str, word: str) -> str:
     return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape} moving {direction}"
 
 
+def caption_only(network, x_t: torch.Tensor, noise_level: int) -> tuple[torch.Tensor, dict]:
+    """The input and keywords of a network's caption-only mode: a continuing network
+    (`t2v.cond_frames`) gets its mask channel with nothing given and the sampler's noise level,
+    as the first window of a video is drawn (`long_video_steps.sample_clips`)."""
+    config, extra = network.config, {}
+    if config.in_channels > config.out_channels:
+        x_t = torch.cat([x_t, torch.zeros_like(x_t[:, :1])], dim=1)
+    if config.max_noise_level:
+        extra["noise_level"] = torch.full((len(x_t),), noise_level, dtype=torch.long)
+    return x_t, extra
+
+
 @torch.no_grad()
-def word_reliance(network, text, schedule, latents: torch.Tensor, captions: list[str]) -> list[str]:
+def word_reliance(
+    network, text, schedule, latents: torch.Tensor, captions: list[str], noise_level: int = 0
+) -> list[str]:
     """Table rows: per timestep, the network's loss (its own target) with the true captions and
-    with each word swapped, on the same noise."""
+    with each word swapped, on the same noise, in its caption-only mode."""
     from lvdm.diffusion.parameterisation import model_prediction, v_target
 
     generator = torch.Generator().manual_seed(0)
@@ -129,10 +143,12 @@ def word_reliance(network, text, schedule, latents: torch.Tensor, captions: list
         noise = torch.randn(latents.shape, generator=generator)
         x_t = schedule.q_sample(latents, t, noise)
         target = v_target(latents, noise, t, schedule) if model_prediction(network) == "v" else noise
+        x, extra = caption_only(network, x_t, noise_level)
         losses = []
         for word in ("true", "direction", "shape", "colour", "none"):
             asked = captions if word == "true" else [swapped(c, word) for c in captions]
-            losses.append(((network(x_t, t, context=text.encode(asked)) - target) ** 2).mean().item())
+            out = network(x, t, context=text.encode(asked), **extra)
+            losses.append(((out - target) ** 2).mean().item())
         rows.append(f"| {step} | " + " | ".join(f"{loss:.4f}" for loss in losses) + " |")
     return rows
 
@@ -160,7 +176,7 @@ def build(config, scratch: Path) -> tuple[TextEncoder, dict, TextDiffusionTraine
         schedule_of(config.diffusion.schedule.model_dump()),
         null_context=text.encode([""])[0],
         caption_dropout=t2v.caption_dropout,
-        mask_sampler=mask_sampler(task),
+        **trainer_windows(task),
         max_noise_level=task.max_noise_level,
         lr=train.lr,
         weight_decay=train.weight_decay,
@@ -245,7 +261,8 @@ def main() -> None:
     print("\nloss of the EMA network on 64 training windows, true captions and one word swapped:")
     print("| t | true | direction | shape | colour | no caption |\n|---|---|---|---|---|---|")
     schedule = schedule_of(config.diffusion.schedule.model_dump())
-    for row in word_reliance(ema, text, schedule, normalise(probe.latents, scale, shift), probe.captions):
+    latents = normalise(probe.latents, scale, shift)
+    for row in word_reliance(ema, text, schedule, latents, probe.captions, config.sampling.noise_level):
         print(row)
 
 

@@ -44,7 +44,9 @@ def run_round(index: int, logs: Path, tests: list[str]) -> dict[str, tuple[bool,
     """One pytest process over `tests`; per test: passed, and its call time."""
     log = logs / f"round-{index:02d}.log"
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "LVDM_REQUIRE_PRETRAINED": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0", "-rA", *tests]
+    # -m "": the slow-marked ones too (the default run deselects them): every kill test, every round.
+    pytest = [sys.executable, "-m", "pytest", "-q", "-m", "", "-p", "no:cacheprovider"]
+    command = [*pytest, "--durations=0", "-rA", *tests]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     log.write_text(result.stdout + result.stderr)
     times = {m["test"]: float(m["seconds"]) for m in OUTCOME.finditer(result.stdout)}
