@@ -297,19 +297,16 @@ class TextVideoModel:
     ) -> Tensor:
         """The long-video loops of the non-text networks, run on the text-guided network: its
         `config` says it has the mask channel and the noise-level embedding, so s and w apply
-        as they do there (`lvdm.long_video`, `lvdm.continuation`). Within one window the
-        strategies agree: the first window from the captions alone."""
+        as they do there (`lvdm.long_video`, `lvdm.continuation`)."""
         from lvdm.long_video_steps import check_conditional
 
         settings = long_video_settings(sampling)
         check_conditional(denoiser, "train_t2v's network (t2v.cond_frames)", settings)
-        if given is not None:
-            if strategy == "hierarchical":
-                raise ValueError("given latents are continued autoregressively: strategy='autoregressive'")
-            return self._from_given(denoiser, schedule, settings, generator, latents, given)
-        if strategy == "hierarchical" and latents > self.latent_shape[1]:
-            return self._hierarchical(denoiser, schedule, settings, generator, latents)
-        return self._from_captions(denoiser, schedule, settings, generator, latents)
+        if given is None:
+            return self._from_captions(denoiser, schedule, settings, generator, latents, strategy)
+        if strategy == "hierarchical":
+            raise ValueError("given latents are continued autoregressively: strategy='autoregressive'")
+        return self._from_given(denoiser, schedule, settings, generator, latents, given)
 
     def _from_captions(
         self,
@@ -318,17 +315,18 @@ class TextVideoModel:
         settings: SamplingSettings,
         generator: torch.Generator,
         latents: int,
+        strategy: Strategy,
     ) -> Tensor:
-        """First window from the captions alone, then continuations (`autoregressive_latents`).
-        Every prompt's video goes through one sampler call (`max_batch`): the captions are fixed
-        per video, and a batch split apart would no longer line up with them."""
-        from lvdm.long_video import autoregressive_latents
+        """First window from the captions alone, then continuations (`autoregressive_latents`);
+        hierarchical: keys `key_stride` apart drawn that way (the network told the key stride),
+        then the gaps between them filled with both keys given (`hierarchical_latents`), the one
+        network in every role. Every prompt's video goes through one sampler call (`max_batch`):
+        the captions are fixed per video, and a batch split apart would no longer line up with them."""
+        from lvdm.long_video import autoregressive_latents, hierarchical_latents
 
         c, clip, h, w = self.latent_shape
         videos = denoiser.context.shape[0]
-        chunks = autoregressive_latents(
-            denoiser,
-            schedule,
+        common = dict(
             videos=videos,
             latents=latents,
             latent_shape=(c, h, w),
@@ -339,38 +337,12 @@ class TextVideoModel:
             generator=generator,
             device=self.device,
         )
-        return torch.cat(list(chunks), dim=2)
-
-    def _hierarchical(
-        self,
-        denoiser: TextGuided,
-        schedule,
-        settings: SamplingSettings,
-        generator: torch.Generator,
-        latents: int,
-    ) -> Tensor:
-        """Keys `key_stride` apart from the captions (the network told the key stride), then the
-        gaps between them filled with both keys given (`hierarchical_latents`), the one network
-        in every role. One video per caption per sampler call (`max_batch`), as `_from_captions`."""
-        from lvdm.long_video import hierarchical_latents
-
-        c, clip, h, w = self.latent_shape
-        videos = denoiser.context.shape[0]
-        chunks = hierarchical_latents(
-            denoiser,
-            denoiser,
-            schedule,
-            videos=videos,
-            latents=latents,
-            latent_shape=(c, h, w),
-            clip=clip,
-            latent_stride=self.key_stride,
-            cond_frames=self.cond_frames,
-            sampling=settings,
-            max_batch=videos,
-            generator=generator,
-            device=self.device,
-        )
+        if strategy == "hierarchical" and latents > clip:
+            chunks = hierarchical_latents(
+                denoiser, denoiser, schedule, latent_stride=self.key_stride, **common
+            )
+        else:  # within one window the strategies agree: the first window from the captions alone
+            chunks = autoregressive_latents(denoiser, schedule, **common)
         return torch.cat(list(chunks), dim=2)
 
     def _from_given(

@@ -16,6 +16,19 @@ from pipelines.runner import PipelineError, plan, run_pipeline
 from tests.conftest import PIPELINES
 
 DEMO = PIPELINES / "bouncing_shapes_t2v.yaml"
+# The whole DAG at a few steps (add t2v.train.steps and sample.prompts): 2 cores, same code paths.
+TINY = [
+    "data.synthetic.videos={train: 16, test: 8}",
+    "autoencoder.train.steps=4",
+    "autoencoder.loss.disc_start=3",
+    "autoencoder.train.normalisation_clips=4",
+    "t2v.train.checkpoint_every=2",
+    "t2v.train.preview_every=2",
+    "sampling.steps=2",
+    "sample.videos=1",
+    "evaluate.real_clips=4",
+    "ray.num_cpus=2",
+]
 
 
 def test_demo_trains_t2v_on_its_own_latents_and_prompts_only_held_out_combinations() -> None:
@@ -61,18 +74,9 @@ def test_demo_dag_runs_and_reports_text_alignment(ray_cluster, tmp_path: Path) -
     config = load_pipeline(
         DEMO,
         [
-            "data.synthetic.videos={train: 16, test: 8}",
-            "autoencoder.train.steps=4",
-            "autoencoder.loss.disc_start=3",
-            "autoencoder.train.normalisation_clips=4",
+            *TINY,
             "t2v.train.steps=2",
-            "t2v.train.checkpoint_every=2",
-            "t2v.train.preview_every=2",
-            "sampling.steps=2",
-            "sample.videos=1",
             "sample.prompts=[a red circle moving left, an orange square moving left]",
-            "evaluate.real_clips=4",
-            "ray.num_cpus=2",
         ],
     )
     record = run_pipeline(config, tmp_path / "work", str(DEMO), echo=lambda *_: None)
@@ -117,24 +121,14 @@ def test_hierarchical_t2v_trains_and_samples_keys_then_fills(ray_cluster, tmp_pa
     config = load_pipeline(
         DEMO,
         [
+            *TINY,
             "data.frames=16",
             "data.synthetic.frames=16",
-            "data.synthetic.videos={train: 16, test: 8}",
-            "autoencoder.train.steps=4",
-            "autoencoder.loss.disc_start=3",
-            "autoencoder.train.normalisation_clips=4",
             "t2v.cond_frames=1",
             "t2v.key_stride=2",
-            "t2v.max_noise_level=250",
             "t2v.train.steps=3",
-            "t2v.train.checkpoint_every=3",
-            "t2v.train.preview_every=3",
-            "sampling.steps=2",
-            "sample.videos=1",
             "sample.frames=40",
             "sample.prompts=[a red circle moving left]",
-            "evaluate.real_clips=4",
-            "ray.num_cpus=2",
         ],
     )
     record = run_pipeline(config, tmp_path / "work", str(DEMO), echo=lambda *_: None)
