@@ -18,13 +18,8 @@ import torch
 from torch import nn
 
 from pipelines.config import ConfigError, load_pipeline
-from stages.evaluate_t2v_zero_shot import (
-    CLASS_RECORD,
-    chosen_classes,
-    class_prompt,
-    class_prompts,
-    evaluate_zero_shot,
-)
+from stages.evaluate_t2v_zero_shot import CLASS_RECORD, evaluate_zero_shot
+from stages.zero_shot_prompts import chosen_classes, class_prompt, class_prompts
 from tests.conftest import PIPELINES
 from tests.fixtures.datasets import SHORT_FRAMES, encode_avi, moving_frames
 from tests.fixtures.t2v_stage import write_t2v_stage
