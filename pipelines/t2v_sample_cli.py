@@ -25,7 +25,7 @@ STAGE = "train_t2v"
 def sample_from_prompt(args: argparse.Namespace) -> int:
     import torch
 
-    from lvdm.long_video import latent_count
+    from lvdm.long_video import latent_count, to_uint8_frames
     from stages.contract import read_manifest
     from stages.diffusion_stage import schedule_of
     from stages.t2v_model import TextVideoModel
@@ -60,7 +60,7 @@ def sample_from_prompt(args: argparse.Namespace) -> int:
         frames=frames,
         strategy=strategy,
     )
-    pixels = ((video[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype("uint8")
+    pixels = to_uint8_frames(video)[0].numpy()  # rounded, as sample_t2v's videos
     out = args.out or storage.join(args.workdir, "samples", f"{record.run_id}-t2v-seed{args.seed}.mp4")
     about = {
         "prompt": args.prompt,
