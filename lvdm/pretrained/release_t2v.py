@@ -30,7 +30,8 @@ from torch import Tensor
 
 from lvdm.pretrained.clip_text import TEXT_PREFIX, clip_text_config, clip_text_state
 from lvdm.pretrained.ldm_vae import autoencoder_kl_config, diffusers_vae_state, vae_tensors
-from lvdm.pretrained.release_import import ImportReport, ReleaseImportError, convert, walked_unet_kwargs
+from lvdm.pretrained.release_import import ImportReport, convert
+from lvdm.pretrained.release_structure import ReleaseImportError, walked_unet_kwargs
 from lvdm.unet import UNet3D
 
 UNET_PREFIX, EMA_PREFIX, VAE_PREFIX = (

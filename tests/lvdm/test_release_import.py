@@ -19,13 +19,15 @@ import yaml
 from lvdm.autoencoder import AutoencoderConfig, VideoAutoencoder
 from lvdm.pretrained.lightning_checkpoint import read_checkpoint
 from lvdm.pretrained.release_import import (
-    ReleaseImportError,
-    autoencoder_kwargs_from_release_config,
     import_release_checkpoint,
-    infer_unet_kwargs,
     release_autoencoder_name,
     release_name_map,
     release_unet_name,
+)
+from lvdm.pretrained.release_structure import (
+    ReleaseImportError,
+    autoencoder_kwargs_from_release_config,
+    infer_unet_kwargs,
     unet_kwargs_from_release_config,
 )
 from lvdm.unet import UNet3D
