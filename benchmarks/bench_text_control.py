@@ -47,7 +47,7 @@ from lvdm.random_clip import write_random_clip
 from lvdm.text_diffusion_training import TextDiffusionTrainer
 from lvdm.text_encoder import TextEncoder
 from pipelines.config import load_pipeline
-from stages.diffusion_stage import latent_shards, schedule_of, trainer_windows
+from stages.diffusion_stage import latent_shards, schedule_of, trainer_windows, window_of
 from stages.sample_t2v import generate_videos
 from stages.t2v_model import VIDEO_AUTOENCODER, TextVideoModel, load_decoder
 from stages.train_t2v import build_network, network_kwargs, t2v_task
@@ -220,12 +220,19 @@ def main() -> None:
         f"batch {t2v.train.batch_size}, lr {t2v.train.lr}"
     )
 
-    def windows(batch_size: int, batches: int):
+    def windows(batch_size: int, batches: int, frames: int = t2v.frames, stride: int = 1):
         return latent_window_loader(
-            shards, frames=t2v.frames, batch_size=batch_size, batches_per_epoch=batches, captions=True
+            shards,
+            frames=frames,
+            stride=stride,
+            batch_size=batch_size,
+            batches_per_epoch=batches,
+            captions=True,
         )
 
-    batches = iter(windows(t2v.train.batch_size, 10**9))
+    # Training windows as train_t2v loads them: whole spans for a key-stride network's roles.
+    frames, stride = window_of(t2v_task(t2v), trainer)
+    batches = iter(windows(t2v.train.batch_size, 10**9, frames, stride))
     print("| step | s/step | loss | held-out colour / shape / direction | seen colour / shape / direction |")
     print("|---|---|---|---|---|")
     step, seconds, losses = 0, 0.0, []
@@ -244,10 +251,11 @@ def main() -> None:
             decode_latents=decoder.decode,
             scale=scale,
             shift=shift,
-            latent_shape=tuple(batch.latents.shape[1:]),
+            latent_shape=(batch.latents.shape[1], t2v.frames, *batch.latents.shape[3:]),
             guidance_scale=t2v.guidance_scale,
             ft=decoder.ft,
             cond_frames=t2v.cond_frames,
+            key_stride=t2v.key_stride,
             decode_windows=decoder.decode_windows,
         )
         prompt_sets = (list(config.sample.prompts), seen_prompts())
