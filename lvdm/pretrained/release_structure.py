@@ -21,6 +21,22 @@ class ReleaseImportError(ValueError):
     """A release checkpoint that does not fit the network it should become; says what to do."""
 
 
+def release_unet_layout(params: Mapping) -> dict:
+    """The `UNet3D` kwargs every release UNet config states the same way (`unet_config.params`):
+    widths, levels, attention and the temporal table; GroupNorm is always 32 groups there."""
+    return {
+        "in_channels": int(params["in_channels"]),
+        "out_channels": int(params["out_channels"]),
+        "model_channels": int(params["model_channels"]),
+        "channel_mult": tuple(int(m) for m in params["channel_mult"]),
+        "num_res_blocks": int(params["num_res_blocks"]),
+        "attention_resolutions": tuple(sorted(int(a) for a in params["attention_resolutions"])),
+        "num_heads": int(params["num_heads"]),
+        "temporal_length": int(params["temporal_length"]),
+        "norm_groups": 32,
+    }
+
+
 def unet_kwargs_from_release_config(config: Mapping) -> dict:
     """`UNet3D` kwargs from a release YAML (`model.params.unet_config.params`)."""
     try:
@@ -39,16 +55,7 @@ def unet_kwargs_from_release_config(config: Mapping) -> dict:
     if not params.get("use_relative_position", False):
         raise ReleaseImportError("only use_relative_position: true networks import")
     num_classes = params.get("num_classes")
-    return {
-        "in_channels": int(params["in_channels"]),
-        "out_channels": int(params["out_channels"]),
-        "model_channels": int(params["model_channels"]),
-        "channel_mult": tuple(int(m) for m in params["channel_mult"]),
-        "num_res_blocks": int(params["num_res_blocks"]),
-        "attention_resolutions": tuple(sorted(int(a) for a in params["attention_resolutions"])),
-        "num_heads": int(params["num_heads"]),
-        "temporal_length": int(params["temporal_length"]),
-        "norm_groups": 32,
+    return release_unet_layout(params) | {
         "max_noise_level": int(num_classes) - 1 if num_classes else 0,
         "relative_key": "official",
     }

@@ -31,7 +31,7 @@ from torch import Tensor
 from lvdm.pretrained.clip_text import TEXT_PREFIX, clip_text_config, clip_text_state
 from lvdm.pretrained.ldm_vae import autoencoder_kl_config, diffusers_vae_state, vae_tensors
 from lvdm.pretrained.release_import import ImportReport, convert
-from lvdm.pretrained.release_structure import ReleaseImportError, walked_unet_kwargs
+from lvdm.pretrained.release_structure import ReleaseImportError, release_unet_layout, walked_unet_kwargs
 from lvdm.unet import UNet3D
 
 UNET_PREFIX, EMA_PREFIX, VAE_PREFIX = (
@@ -173,16 +173,7 @@ def t2v_settings_from_release_config(config: Mapping) -> T2VSettings:
         problems.append(f"parameterization: {model['parameterization']!r} (only 'eps' imports)")
     if problems:
         raise ReleaseImportError("release config: " + "; ".join(problems))
-    unet = {
-        "in_channels": int(params["in_channels"]),
-        "out_channels": int(params["out_channels"]),
-        "model_channels": int(params["model_channels"]),
-        "channel_mult": tuple(int(m) for m in params["channel_mult"]),
-        "num_res_blocks": int(params["num_res_blocks"]),
-        "attention_resolutions": tuple(sorted(int(a) for a in params["attention_resolutions"])),
-        "num_heads": int(params["num_heads"]),
-        "temporal_length": int(params["temporal_length"]),
-        "norm_groups": 32,
+    unet = release_unet_layout(params) | {
         "context_dim": int(params["context_dim"]),
         "transformer_depth": int(params.get("transformer_depth", 1)),
         "relative_key": "standard",
