@@ -40,7 +40,7 @@ import torch
 from data_prep.decode import decode_video
 from data_prep.encode import write_mp4
 from data_prep.loader import latent_window_loader
-from data_prep.sources.synthetic import COLOUR_NAMES, DIRECTIONS, SHAPES, parse_caption
+from data_prep.sources.synthetic import COLOUR_NAMES, DIRECTIONS, SHAPES, object_caption, parse_caption
 from data_prep.text_alignment import alignment
 from lvdm.autoencoder import normalise
 from lvdm.random_clip import write_random_clip
@@ -63,7 +63,7 @@ def seen_prompts() -> list[str]:
     prompts = []
     for i, colour in enumerate(COLOUR_NAMES):
         shape, direction = pairs[(i + 3) % len(pairs)]
-        prompts.append(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape} moving {direction}")
+        prompts.append(object_caption(colour, shape, direction))
     return prompts
 
 
@@ -113,7 +113,7 @@ def swapped(caption: str, word: str) -> str:
         shape = OPPOSITE[shape]
     else:
         colour = COLOUR_NAMES[(COLOUR_NAMES.index(colour) + len(COLOUR_NAMES) // 2) % len(COLOUR_NAMES)]
-    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape} moving {direction}"
+    return object_caption(colour, shape, direction)
 
 
 def caption_only(network, x_t: torch.Tensor, noise_level: int) -> tuple[torch.Tensor, dict]:

@@ -177,14 +177,19 @@ def direction_of(dx: float, dy: float) -> str:
     return "down" if dy > 0 else "up"
 
 
+def object_caption(colour: str, shape: str, direction: str) -> str:
+    """One object's part of a caption, "a red circle moving left": the grammar `parse_caption` reads."""
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} {shape} moving {direction}"
+
+
 def caption_of(meta: dict) -> str:
     """The caption of a video's ground truth: each shape's colour, kind and net displacement."""
     first, last = np.asarray(meta["positions"][0]), np.asarray(meta["positions"][-1])
     parts = []
     for shape, start, end in zip(meta["shapes"], first, last, strict=True):
         colour = COLOUR_NAMES[PALETTE.index(tuple(shape["colour"]))]
-        article = "an" if colour[0] in "aeiou" else "a"
-        parts.append(f"{article} {colour} {shape['shape']} moving {direction_of(*(end - start))}")
+        parts.append(object_caption(colour, shape["shape"], direction_of(*(end - start))))
     return " and ".join(parts)
 
 
