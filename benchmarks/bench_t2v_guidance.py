@@ -20,11 +20,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_text_control import stage_manifest, through_h264
+from bench_text_control import score, stage_manifest
 
-from data_prep.text_alignment import alignment
 from pipelines.config import load_pipeline
-from stages.sample_t2v import generate_videos
 from stages.t2v_model import TextVideoModel
 
 
@@ -47,7 +45,6 @@ def main() -> None:
     model = TextVideoModel.load(stage_manifest(args.workdir, "train_t2v"), torch.device("cpu"))
     sampling = config.sampling.model_dump() | json.loads(args.sampling)
     prompts = list(config.sample.prompts)
-    asked = [prompt for prompt in prompts for _ in range(args.videos)]
     seed = config.sample.seed if args.seed is None else args.seed
     print(
         f"run {runs[-1].name}: {len(prompts)} prompts x {args.videos} videos, seed {seed}, "
@@ -55,18 +52,16 @@ def main() -> None:
     )
     print("| guidance scale | colour | shape | direction |\n|---|---|---|---|")
     for scale in (float(s) for s in args.scales.split(",")):
-        clips = generate_videos(
-            model,
-            asked,
-            generator=torch.Generator().manual_seed(seed),
-            max_batch=64,
-            schedule=config.diffusion.schedule.model_dump(),
-            sampling=sampling,
-            guidance_scale=scale,
-        )
         with tempfile.TemporaryDirectory() as scratch:
-            figures = alignment(
-                zip(through_h264(clips, config.sample.fps, Path(scratch)), asked, strict=True)
+            figures = score(
+                model,
+                prompts,
+                config,
+                args.videos,
+                Path(scratch),
+                seed=seed,
+                sampling=sampling,
+                guidance_scale=scale,
             )
         print(
             f"| {scale:g} | "

@@ -77,15 +77,28 @@ def through_h264(clips: np.ndarray, fps: float, scratch: Path) -> list[np.ndarra
     return out
 
 
-def score(model: TextVideoModel, prompts: list[str], config, videos: int, scratch: Path) -> dict:
+def score(
+    model: TextVideoModel,
+    prompts: list[str],
+    config,
+    videos: int,
+    scratch: Path,
+    *,
+    seed: int | None = None,
+    sampling: dict | None = None,
+    guidance_scale: float | None = None,
+) -> dict:
+    """`videos` per prompt sampled as `sample_t2v` does (the config's seed, sampler and the
+    model's guidance unless given), through H.264, scored as `evaluate_t2v` does."""
     asked = [p for p in prompts for _ in range(videos)]
     clips = generate_videos(
         model,
         asked,
-        generator=torch.Generator().manual_seed(config.sample.seed),
+        generator=torch.Generator().manual_seed(config.sample.seed if seed is None else seed),
         max_batch=64,
         schedule=config.diffusion.schedule.model_dump(),
-        sampling=config.sampling.model_dump(),
+        sampling=config.sampling.model_dump() if sampling is None else sampling,
+        guidance_scale=guidance_scale,
     )
     return alignment(zip(through_h264(clips, config.sample.fps, scratch), asked, strict=True))
 
