@@ -26,23 +26,17 @@ import argparse
 import dataclasses
 import json
 
-import numpy as np
 import torch
+from bench_autoencoder_ceiling import autoencoder_ceiling, decoded, first_clip_ratios
 from bench_sampling_goals import measure_job, run_scorer
-from einops import rearrange
 
 from data_prep import storage
-from data_prep.appearance import appearance, appearance_ratios, mean_appearance
-from data_prep.decode import decode_video
-from data_prep.encode import encode_mp4
-from lvdm.autoencoder import denormalise, normalise
-from lvdm.long_video import SamplingSettings, to_uint8_frames
+from lvdm.long_video import SamplingSettings
 from lvdm.long_video_steps import sample_clips
 from lvdm.precision import autocast, autocast_dtype
 from pipelines.config import load_pipeline
 from pipelines.generate_cli import MODEL_STAGES, run_with_models
 from stages.contract import read_manifest
-from stages.position_check import heldout_clips
 from stages.reference_goals import check_goals
 from stages.sample import load_models, model_files, plan_options
 from stages.train_pred import run_position_check
@@ -70,37 +64,6 @@ def snapshot_files(manifests: dict) -> dict[int, dict[str, str]]:
 
 def sampling_of(config) -> SamplingSettings:
     return SamplingSettings(**config.sampling.model_dump())
-
-
-def through_h264(frames: np.ndarray, fps: float, crf: int) -> np.ndarray:
-    """`t h w c` uint8 as the sample stage's mp4 gives it back."""
-    return decode_video(encode_mp4(frames, fps=fps, crf=crf)).frames
-
-
-@torch.no_grad()
-def decoded(autoencoder, latents: torch.Tensor, scale, shift) -> np.ndarray:
-    """`b t h w c` uint8 of normalised latents `b c l h w`."""
-    return to_uint8_frames(autoencoder.decode(denormalise(latents.float(), scale, shift))).numpy()
-
-
-def first_clip_ratios(clips: np.ndarray, real: dict, fps: float, crf: int) -> dict:
-    """appearance of the clips through H.264, as ratios to the real clips' (1 = like the data)."""
-    means = mean_appearance([appearance(through_h264(clip, fps, crf)) for clip in clips])
-    return {k: None if v is None else round(v, 3) for k, v in appearance_ratios(means, real).items()}
-
-
-@torch.no_grad()
-def autoencoder_ceiling(config, files: dict, clips: int) -> tuple[dict, dict]:
-    """The real held-out clips' appearance (as the shard stage stores them) and the autoencoder's
-    reconstructions of them as ratios, both over their first `data.frames` frames."""
-    models = load_models(files, torch.device("cpu"))
-    frames = config.data.frames
-    real = np.stack([video[:frames] for _, video in heldout_clips(config.data, clips, config.shard.crf)])
-    real_means = mean_appearance([appearance(clip) for clip in real])
-    x = rearrange(torch.from_numpy(real).float().div(127.5).sub(1), "b t h w c -> b c t h w")
-    latents = normalise(models.autoencoder.encode(x).mode(), files["scale"], files["shift"])
-    rebuilt = decoded(models.autoencoder, latents, files["scale"], files["shift"])
-    return real_means, first_clip_ratios(rebuilt, real_means, config.sample.fps, config.shard.crf)
 
 
 @torch.no_grad()
@@ -156,7 +119,8 @@ def main() -> None:
         raise SystemExit(f"--steps {missing}: not kept; the run kept {list(snapshots)}")
 
     scorer, real_synthetic, floor = run_scorer(config, manifests, evaluated)
-    real, ceiling = autoencoder_ceiling(config, files, args.clips)
+    autoencoder = load_models(files, torch.device("cpu")).autoencoder
+    real, ceiling = autoencoder_ceiling(config, autoencoder, files["scale"], files["shift"], args.clips)
     print(json.dumps({"autoencoder reconstructions / real": ceiling}), flush=True)
     pred_outputs = manifests["train_pred"]["outputs"]
     rows = []
