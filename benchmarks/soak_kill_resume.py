@@ -10,7 +10,7 @@ Ray starts its worker processes (the training loops, the checkpoint uploads) at 
 (`RAY_worker_niceness`), so busy loops at the default `--hog-nice 0` take nearly all the CPU from
 them (weight 1024 to 36 each): the harshest setting, and each round takes 35-50 minutes on 2
 cores. `--hog-nice 15` puts the loops at the workers' own priority, so they share the cores
-evenly with them: both cores stay busy and a round takes a fraction of that.
+evenly with them: both cores stay busy and a round of all 8 takes 7-8 minutes.
 
     python benchmarks/soak_kill_resume.py --rounds 10 --hogs 2 --logs /tmp/soak
     python benchmarks/soak_kill_resume.py --rounds 10 --hogs 2 --hog-nice 15 --logs /tmp/soak
