@@ -26,7 +26,7 @@ from data_prep.encode import encode_mp4
 from lvdm.autoencoder import denormalise, normalise
 from lvdm.long_video import to_uint8_frames
 from pipelines.config import load_pipeline
-from pipelines.run_record import RunRecord, list_runs
+from pipelines.run_record import run_with_stage
 from stages.autoencoder_file import load_autoencoder
 from stages.contract import read_manifest
 from stages.position_check import heldout_clips
@@ -63,18 +63,6 @@ def autoencoder_ceiling(config, autoencoder, scale, shift, clips: int) -> tuple[
     return real_means, first_clip_ratios(rebuilt, real_means, config.sample.fps, config.shard.crf)
 
 
-def run_with_autoencoder(workdir: str, run_id: str | None) -> RunRecord:
-    """`run_id`'s record, or the newest run whose train_autoencoder stage is complete."""
-    for candidate in [run_id] if run_id else sorted(list_runs(workdir), reverse=True):
-        record = RunRecord.load(workdir, candidate)
-        state = record.stages.get("train_autoencoder")
-        if state is not None and state.status in ("done", "cached") and state.output:
-            return record
-        if run_id:
-            raise SystemExit(f"run {run_id} in {workdir} has no complete train_autoencoder")
-    raise SystemExit(f"no run in {workdir} has trained its autoencoder: `lvdm run` first")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
@@ -84,7 +72,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    record = run_with_autoencoder(args.workdir, args.run)
+    record = run_with_stage(args.workdir, "train_autoencoder", args.run)
+    if record is None:
+        where = f"run {args.run} in {args.workdir} has no" if args.run else f"no run in {args.workdir} has a"
+        raise SystemExit(f"{where} complete train_autoencoder stage: `lvdm run` first")
     config = load_pipeline(storage.join(record.folder, "config.yaml"))
     manifest = read_manifest(record.stages["train_autoencoder"].output)
     outputs = manifest["outputs"]

@@ -158,7 +158,7 @@ def run_with_models(workdir: str, run_id: str | None) -> RunRecord:
     train_uncond / train_interp where the run lists them: a shared network stands in for them)."""
     if run_id:
         record = RunRecord.load(workdir, run_id)
-        missing = [s for s in _model_stages(record) if not _complete(record, s)]
+        missing = [s for s in _model_stages(record) if not record.complete(s)]
         if missing:
             raise SystemExit(
                 f"run {run_id} in {workdir} has no complete {missing}: `lvdm resume {run_id}` first"
@@ -166,7 +166,7 @@ def run_with_models(workdir: str, run_id: str | None) -> RunRecord:
         return record
     for candidate in sorted(list_runs(workdir), reverse=True):
         record = RunRecord.load(workdir, candidate)
-        if all(_complete(record, s) for s in _model_stages(record)):
+        if all(record.complete(s) for s in _model_stages(record)):
             return record
     raise SystemExit(f"no run in {workdir} has trained {', '.join(MODEL_STAGES)}: `lvdm run` first")
 
@@ -174,8 +174,3 @@ def run_with_models(workdir: str, run_id: str | None) -> RunRecord:
 def _model_stages(record: RunRecord) -> list[str]:
     """The diffusion stages the run lists (train_pred always)."""
     return [s for s in MODEL_STAGES if s == "train_pred" or s in record.stages]
-
-
-def _complete(record: RunRecord, stage: str) -> bool:
-    state = record.stages.get(stage)
-    return state is not None and state.status in ("done", "cached") and bool(state.output)

@@ -78,6 +78,11 @@ class RunRecord:
         with self._lock:
             storage.write_json(storage.join(self.folder, "run.json"), asdict(self))
 
+    def complete(self, stage: str) -> bool:
+        """Whether `stage` finished here (run or found cached) and left its output folder."""
+        state = self.stages.get(stage)
+        return state is not None and state.status in ("done", "cached") and bool(state.output)
+
     @classmethod
     def load(cls, workdir: storage.Location, run_id: str) -> RunRecord:
         path = storage.join(workdir, RUNS, run_id, "run.json")
@@ -109,6 +114,16 @@ def new_run_id() -> str:
 def list_runs(workdir: storage.Location) -> list[str]:
     folder = storage.join(workdir, RUNS)
     return [run for run in storage.listdir(folder) if storage.is_file(storage.join(folder, run, "run.json"))]
+
+
+def run_with_stage(workdir: storage.Location, stage: str, run_id: str | None = None) -> RunRecord | None:
+    """`run_id`'s record if its `stage` is complete; without `run_id`, the newest run whose
+    `stage` is: the run a command that reads one stage's outputs should default to. None if none."""
+    for candidate in [run_id] if run_id else sorted(list_runs(workdir), reverse=True):
+        record = RunRecord.load(workdir, candidate)
+        if record.complete(stage):
+            return record
+    return None
 
 
 def latest_run(workdir: storage.Location) -> str:

@@ -17,7 +17,7 @@ import json
 
 from data_prep import storage
 from pipelines.config import load_pipeline
-from pipelines.run_record import RunRecord, list_runs
+from pipelines.run_record import RunRecord, run_with_stage
 
 STAGE = "train_t2v"
 
@@ -89,11 +89,8 @@ def write_prompted_video(out: storage.Location, pixels, fps: float, about: dict)
 
 def run_with_t2v(workdir: str, run_id: str | None) -> RunRecord:
     """`run_id`'s record, or the newest run whose `train_t2v` stage is complete."""
-    candidates = [run_id] if run_id else sorted(list_runs(workdir), reverse=True)
-    for candidate in candidates:
-        record = RunRecord.load(workdir, candidate)
-        state = record.stages.get(STAGE)
-        if state is not None and state.status in ("done", "cached") and state.output:
-            return record
-    where = f"run {run_id}" if run_id else f"no run in {workdir}"
-    raise SystemExit(f"{where} has a complete {STAGE} stage: run a text-to-video pipeline first")
+    record = run_with_stage(workdir, STAGE, run_id)
+    if record is not None:
+        return record
+    where = f"run {run_id} in {workdir} has no" if run_id else f"no run in {workdir} has a"
+    raise SystemExit(f"{where} complete {STAGE} stage: run a text-to-video pipeline first")

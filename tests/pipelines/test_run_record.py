@@ -1,4 +1,5 @@
-"""`lvdm status` on a run driven elsewhere: a submitted run runs on the cluster's head."""
+"""The run record: `lvdm status` on a run driven elsewhere (a submitted run runs on the cluster's
+head), and which run a command that reads one stage defaults to."""
 
 import json
 import socket
@@ -6,7 +7,7 @@ import subprocess
 import sys
 
 from pipelines.cli import main
-from pipelines.run_record import RunRecord
+from pipelines.run_record import RunRecord, StageState, run_with_stage
 
 
 def _dead_pid() -> int:
@@ -39,3 +40,23 @@ def test_a_record_from_before_the_host_was_kept_still_loads(tmp_path, capsys):
     del raw["host"]
     path.write_text(json.dumps(raw))
     assert RunRecord.load(str(tmp_path), "r1").host is None
+
+
+def _record(workdir, run_id: str, **stages: StageState) -> None:
+    RunRecord(run_id=run_id, pipeline="demo.yaml", name="demo", workdir=str(workdir), stages=stages).save()
+
+
+def test_run_with_stage_takes_the_newest_run_whose_stage_finished_with_an_output(tmp_path):
+    _record(tmp_path, "20260101-000000-aaaa", train_autoencoder=StageState(status="done", output="/ae1"))
+    _record(tmp_path, "20260102-000000-bbbb", train_autoencoder=StageState(status="cached", output="/ae2"))
+    _record(tmp_path, "20260103-000000-cccc", train_autoencoder=StageState(status="failed", output="/ae3"))
+    _record(tmp_path, "20260104-000000-dddd", train_autoencoder=StageState(status="done", output=""))
+    _record(tmp_path, "20260105-000000-eeee", shard=StageState(status="done", output="/shard"))
+
+    assert run_with_stage(tmp_path, "train_autoencoder").run_id == "20260102-000000-bbbb"
+    assert (
+        run_with_stage(tmp_path, "train_autoencoder", "20260101-000000-aaaa").run_id == "20260101-000000-aaaa"
+    )
+    # a named run whose stage is not complete is not swapped for another run
+    assert run_with_stage(tmp_path, "train_autoencoder", "20260103-000000-cccc") is None
+    assert run_with_stage(tmp_path, "train_pred") is None
