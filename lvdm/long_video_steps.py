@@ -60,13 +60,19 @@ def fill_between_keys(
     max_batch: int,
     anchor: Anchor | None = None,
 ) -> Tensor:
-    """`keys (n c p+1 h w)` -> `(n c p·stride h w)`: each key followed by the fills after it."""
+    """`keys (n c p+1 h w)` -> `(n c p·stride h w)`: each key followed by the fills after it.
+
+    The fills go to the sampler pair-major, `(p n)`: every run of n rows is one pair of keys
+    of all n videos, in the videos' order. A network with per-video inputs fixed in that order
+    (`TextGuided`'s captions, tiled over a batch of a whole multiple of the videos) then sees
+    each video's fills beside its own caption whatever `max_batch` splits them into.
+    """
     n, c, count, h, w = keys.shape
     pairs = count - 1
-    z_cond = keys.new_zeros(n, pairs, c, latent_stride + 1, h, w)
-    z_cond[:, :, :, 0] = rearrange(keys[:, :, :-1], "n c p h w -> n p c h w")
-    z_cond[:, :, :, -1] = rearrange(keys[:, :, 1:], "n c p h w -> n p c h w")
-    z_cond = rearrange(z_cond, "n p c t h w -> (n p) c t h w")
+    z_cond = keys.new_zeros(pairs, n, c, latent_stride + 1, h, w)
+    z_cond[:, :, :, 0] = rearrange(keys[:, :, :-1], "n c p h w -> p n c h w")
+    z_cond[:, :, :, -1] = rearrange(keys[:, :, 1:], "n c p h w -> p n c h w")
+    z_cond = rearrange(z_cond, "p n c t h w -> (p n) c t h w")
     given = frames_mask(n * pairs, latent_stride + 1, [0, -1])
     clips = sample_clips(
         model,
@@ -80,7 +86,7 @@ def fill_between_keys(
         z_cond,
         anchor=None if anchor is None else anchor.repeated(pairs),
     )
-    return rearrange(clips[:, :, :-1], "(n p) c t h w -> n c (p t) h w", n=n)
+    return rearrange(clips[:, :, :-1], "(p n) c t h w -> n c (p t) h w", n=n)
 
 
 def sample_clips(

@@ -37,8 +37,8 @@ class Anchor:
     std: Tensor
 
     def repeated(self, times: int) -> Anchor:
-        """For a batch of `(n times)` rows, video-major (interpolation fills of n videos)."""
-        return Anchor(*(repeat(x, "n c -> (n p) c", p=times) for x in (self.mean, self.std)))
+        """For a batch of `(times n)` rows, pair-major (`fill_between_keys`'s fills of n videos)."""
+        return Anchor(*(repeat(x, "n c -> (p n) c", p=times) for x in (self.mean, self.std)))
 
 
 def anchor_of(latents: Tensor) -> Anchor:

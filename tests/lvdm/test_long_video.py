@@ -174,13 +174,52 @@ def test_hierarchical_keeps_every_key_exactly_at_its_position(prediction, interp
     starts, last = [], None
     for x in recorder.inputs:
         pairs = x.shape[0] // 2
-        clips = x.view(2, pairs, *x.shape[1:])  # "(n p) c t h w -> n p c t h w"
+        clips = x.view(pairs, 2, *x.shape[1:]).transpose(0, 1)  # "(p n) c t h w -> n p c t h w"
         assert clips[:, :, 4, [0, -1]].eq(1).all() and not clips[:, :, 4, 1:-1].any()
         starts.append(clips[:, :, :4, 0])
         last = clips[:, -1, :4, -1]
     keys = torch.cat([torch.cat(starts, dim=1), last[:, None]], dim=1)  # (n k c h w)
     assert keys.shape[1] == 7 and len(recorder.inputs) == 3  # 2 pairs of both videos per call
     assert torch.equal(video[:, :, ::stride], keys.permute(0, 2, 1, 3, 4))
+
+
+class CaptionChecker(nn.Module):
+    """A text-conditioned ε-network predicting 0 that checks each row's caption against its keys.
+
+    Video i's keys are all i and its caption's tokens are all i, so a row whose given latents and
+    caption disagree was paired with another video's caption.
+    """
+
+    config = SimpleNamespace(in_channels=5, out_channels=4, max_noise_level=250)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows = 0
+
+    def forward(self, x, t, context, noise_level=None):
+        video_of_keys = x[:, 0, 0].mean(dim=(1, 2))  # the first given key, one value per row
+        assert torch.equal(video_of_keys, context[:, 0, 0]), (video_of_keys, context[:, 0, 0])
+        self.rows += x.shape[0]
+        return torch.zeros_like(x[:, :4])
+
+
+@pytest.mark.parametrize("max_batch", [3, 6, 9])
+def test_text_guided_fills_keep_each_videos_caption(schedule, max_batch):
+    from lvdm.diffusion.text_guidance import text_guided
+
+    videos, keys_per_video = 3, 6
+    ids = torch.arange(videos, dtype=torch.float32)
+    keys = ids.view(videos, 1, 1, 1, 1).expand(videos, 4, keys_per_video, 2, 2)
+    captions = ids.view(videos, 1, 1).expand(videos, 2, 8)
+    checker = CaptionChecker()
+    guided = text_guided(checker, captions, torch.full((2, 8), -1.0), guidance_scale=1.0)
+    video = total(
+        interpolate_between_keys(
+            guided, [keys.clone()], schedule, latent_stride=2, sampling=CLEAN, max_batch=max_batch
+        )
+    )
+    assert torch.equal(video[:, :, ::2], keys)
+    assert checker.rows == videos * (keys_per_video - 1) * CLEAN.steps  # every fill was checked
 
 
 @pytest.mark.parametrize("sampling", [CLEAN, OFFICIAL])

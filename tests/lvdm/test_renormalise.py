@@ -58,8 +58,8 @@ def test_later_chunks_are_held_at_their_own_videos_anchor() -> None:
     torch.testing.assert_close(free.mean(dim=(2, 3, 4)), anchor.mean, atol=1e-5, rtol=0)
     torch.testing.assert_close(free.std(dim=(2, 3, 4), unbiased=False), anchor.std, atol=1e-4, rtol=1e-4)
     assert torch.equal(restored[:, :, 0], later[:, :, 0])
-    # Fills of n videos come as (n p) rows, video-major.
-    assert torch.equal(anchor.repeated(2).std[2:4], anchor.std[1:2].expand(2, 4))
+    # Fills of n videos come as (p n) rows, pair-major: rows 1 and 4 are video 1's.
+    assert torch.equal(anchor.repeated(2).std[[1, 4]], anchor.std[1:2].expand(2, 4))
     with pytest.raises(ValueError, match=r"anchor is for \(3, 4\) \(n c\), latents have \(2, 4\)"):
         renormalise_sampled(later[:2], given[:2], anchor)
 
