@@ -104,6 +104,8 @@ def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_optio
         network,
         NoiseSchedule.linear(),
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        total_steps=args.steps,
         ema_decay=args.ema,
         loss_type="l2",
         autocast_dtype=None if args.fp32 else torch.bfloat16,
@@ -120,7 +122,7 @@ def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_optio
         batch = torch.stack(
             [latents[v, :, s : s + span] for v, s in zip(video.tolist(), start.tolist(), strict=True)]
         )
-        loss = trainer.step(batch)["loss"]
+        loss = trainer.step(batch, step)["loss"]
         if (step + 1) % 500 == 0:
             seconds = (time.perf_counter() - started) / (step + 1)
             print(f"step {step + 1}: loss {loss:.4f}, {seconds:.3f} s/step", flush=True)
@@ -138,6 +140,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument(
+        "--lr-schedule", choices=["constant", "cosine"], default="constant", help="cosine: lr to 0 at --steps"
+    )
     parser.add_argument("--width", type=int, default=32, help="model_channels")
     parser.add_argument("--attention", default="2", help="attention_resolutions, e.g. 1,2")
     parser.add_argument(

@@ -8,7 +8,10 @@ on the figures the reference run's goals read (`stages.reference_goals.check_goa
 default setting's autoregressive videos for the first 16-frame window (appearance against real
 clips, FVD16 against the run's own real-vs-real floor and cached I3D statistics), its
 hierarchical videos for every window to `--frames` (objects kept, motion error, coverage, frame
-change). Not the position check (train_pred's, at DDIM 10 as trained).
+change). With `--position`, also train_pred's position check (`stages.train_pred.
+run_position_check`, the run's prediction network on its held-out clips) under each set of
+overrides, and its goal (+8 frames, lost shapes counted, against a still frame); the
+`--variants` do not apply to it (it samples as the overridden `sampling` section says).
 
     python benchmarks/bench_sampling_goals.py --workdir W --sampling '|sampler=dpmpp,steps=8' --seeds 0,1
 
@@ -46,6 +49,7 @@ from stages.evaluate import (
 )
 from stages.reference_goals import check_goals
 from stages.sample import load_models, model_files, plan_options, sample_job
+from stages.train_pred import run_position_check
 
 VARIANTS = ("off", "pooled", "as_sampled")
 
@@ -85,6 +89,9 @@ def main() -> None:
         help="instead: the run's unconditional network's clips under each '|'-separated set of overrides "
         "(32 clips, no restoring force): per-channel mean and std, the data's being 0 and 1",
     )
+    parser.add_argument(
+        "--position", action="store_true", help="also train_pred's position check under each set"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,16 +122,35 @@ def main() -> None:
                 strategy, sampling, seed, args, config, files, plan, scorer
             )
         metrics = {"jobs": jobs, "real_synthetic": real, "real_floor": {"fvd": floor}}
-        goals = [goal for goal in check_goals(metrics, None) if not goal.name.startswith("position")]
+        position = positions_under(config_file, overrides, files, manifests) if args.position else None
+        goals = [
+            goal
+            for goal in check_goals(metrics, position)
+            if position is not None or not goal.name.startswith("position")
+        ]
         row = {"sampling": overrides or "run's", "variant": variant, "seed": seed} | {
             goal.name.split(" (")[0]: goal.value for goal in goals
         }
+        if position is not None:
+            row["position px (found) +4/+8/+16"] = {
+                name: [(scores[k]["error"], scores[k]["found"]) for k in ("+4", "+8", "+16")]
+                for name, scores in position.items()
+                if name in ("prediction", "prediction_no_perturbation", "still_frame")
+            }
         # What the sampler itself draws (data: 1): with `off`, the networks' own dispersion.
         first_std = jobs["default-autoregressive"]["latent_std_first_window"]
         row["latent std, frames 0-15 (autoregressive)"] = first_std
         rows.append(row)
         print(json.dumps(row), flush=True)
     print_table(rows)
+
+
+def positions_under(config_file: str, overrides: str, files: dict, manifests: dict) -> dict:
+    """train_pred's position check of the run's networks, sampled as the overridden section says."""
+    sets = [f"sampling.{item}" for item in filter(None, overrides.split(","))]
+    config = load_pipeline(config_file, sets)
+    outputs = manifests["train_pred"]["outputs"]
+    return run_position_check(config, files["prediction"], files["unconditional"], outputs)
 
 
 def run_scorer(config, manifests: dict, evaluated: dict):
@@ -195,7 +221,8 @@ def measure_job(strategy, sampling, seed, args, config, files, plan, scorer) -> 
 
 
 def print_table(rows: list[dict]) -> None:
-    names = [key for key in rows[0] if key not in ("sampling", "variant", "seed")]
+    labels = ("sampling", "variant", "seed")
+    names = [key for key, value in rows[0].items() if key not in labels and not isinstance(value, dict)]
     print()
     for index, name in enumerate(names):
         print(f"  [{index}] {name}")

@@ -27,6 +27,7 @@ from lvdm.diffusion.parameterisation import model_prediction
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.diffusion.strides import strided_windows, window_span
 from lvdm.ema import EMA
+from lvdm.lr_schedule import lr_factor
 from lvdm.parallel import unwrap
 from lvdm.precision import autocast
 from lvdm.resumable_generator import ResumableGenerator
@@ -73,6 +74,9 @@ class DiffusionTrainer:
         strides: Sequence[int] | None = None,
         frames: int | None = None,
         roles: Sequence[WindowRole] | None = None,
+        lr_schedule: str = "constant",
+        total_steps: int | None = None,
+        warmup_steps: int = 0,
     ) -> None:
         """`lr` 6e-5 (unconditional) / 8e-5 (prediction, interpolation) and AdamW's default
         weight decay are the official settings. `autocast_dtype` is torch.bfloat16 or None;
@@ -81,7 +85,9 @@ class DiffusionTrainer:
         example is cut to `frames` latents at a stride drawn from `strides`. With `roles` (a
         shared network) each step draws one of them uniformly, from the trainer's generator (a
         resumed run draws the same roles), and batches hold the longest role's span; `roles`
-        replaces `mask_sampler`, `strides` and `frames`."""
+        replaces `mask_sampler`, `strides` and `frames`. `lr_schedule` "cosine" (or
+        `warmup_steps` > 0) sets the rate of each step from its global step
+        (`lvdm.lr_schedule.lr_factor`) over `total_steps`, which it then needs."""
         if strides is not None and frames is None:
             raise ValueError("strides given without frames: say how many latents a window holds")
         if roles is not None and (not roles or mask_sampler is not None or strides is not None):
@@ -91,7 +97,16 @@ class DiffusionTrainer:
         self.model = model
         self.schedule = schedule
         self.ema = EMA(unwrap(model), decay=ema_decay)
+        scheduled = lr_schedule != "constant" or warmup_steps > 0
+        if scheduled and total_steps is None:
+            raise ValueError(
+                f"lr_schedule {lr_schedule!r} with {warmup_steps} warmup steps needs total_steps"
+            )
+        if scheduled:
+            lr_factor(lr_schedule, 0, total_steps, warmup_steps)  # refuses a bad schedule here, not at step 1
         self.optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.base_lr = lr
+        self.lr_schedule = (lr_schedule, total_steps, warmup_steps) if scheduled else None
         self.grad_clip = grad_clip
         self.loss_type = loss_type
         self.mask_sampler = mask_sampler
@@ -141,6 +156,7 @@ class DiffusionTrainer:
                 stride=stride,
                 prediction=model_prediction(self.network),
             )
+        lr = self._set_lr(global_step)
         self.optimiser.zero_grad(set_to_none=True)
         out.loss.float().backward()
         max_norm = self.grad_clip if self.grad_clip is not None else math.inf
@@ -148,10 +164,25 @@ class DiffusionTrainer:
         self.optimiser.step()
         self.ema.update(self.network)
         self.last_timesteps, self.last_losses = out.t.detach().cpu(), out.per_example.detach().float().cpu()
-        logs = {"loss": out.loss.item(), "grad_norm": grad_norm.item(), "ema_decay": self.ema.current_decay()}
+        logs = {
+            "loss": out.loss.item(),
+            "grad_norm": grad_norm.item(),
+            "ema_decay": self.ema.current_decay(),
+            "lr": lr,
+        }
         if mask is not None:
             logs["conditioned_fraction"] = mask.any(dim=1).float().mean().item()
         return logs
+
+    def _set_lr(self, global_step: int) -> float:
+        """The rate of this step, set on every parameter group (a pure function of the step)."""
+        if self.lr_schedule is None:
+            return self.base_lr
+        schedule, total_steps, warmup_steps = self.lr_schedule
+        lr = self.base_lr * lr_factor(schedule, global_step, total_steps, warmup_steps)
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr
+        return lr
 
     def state_dict(self) -> dict:
         return {

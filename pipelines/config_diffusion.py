@@ -82,8 +82,21 @@ class DiffusionSection(Section):
     loss_type: Literal["l1", "l2"] = Field("l1", description="l1: official release; l2: the paper's L_simple")
 
 
+def _scheduled(section: DiffusionTrainSection) -> bool:
+    return section.lr_schedule != "constant" or section.warmup_steps > 0
+
+
 class DiffusionTrainSection(TrainSection):
     lr: float = Field(6e-5, gt=0, description="official unconditional lr")
+    # Hashed only when not the release's constant rate: a run trained without them keeps its key.
+    lr_schedule: Annotated[Literal["constant", "cosine"], ReadWhen(_scheduled)] = Field(
+        "constant",
+        description="constant: lr at every step (official); cosine: from lr to 0 at `steps` "
+        "(lvdm/lr_schedule.py), so `snapshot_every`'s step-S weights are no longer an S-step run's",
+    )
+    warmup_steps: Annotated[int, ReadWhen(_scheduled)] = Field(
+        0, ge=0, description="ramp the rate linearly from 0 over the first N steps; 0: none"
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW's default, as the official release")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="sampling always uses the EMA weights")
     snapshot_every: Annotated[int | None, EXECUTION] = Field(
@@ -92,6 +105,16 @@ class DiffusionTrainSection(TrainSection):
         description="also keep the EMA weights every N steps (snapshots/unet-step-N.pt beside unet.pt), "
         "for a figure-against-steps curve (benchmarks/bench_goal_curves.py); off by default",
     )
+
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> DiffusionTrainSection:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(
+                f"train.warmup_steps={self.warmup_steps} must be fewer than train.steps={self.steps}: "
+                "lower warmup_steps or raise steps"
+            )
+        return self
 
 
 class ConditionalTrainSection(DiffusionTrainSection):
