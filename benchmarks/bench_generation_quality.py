@@ -189,6 +189,7 @@ def main() -> None:
         "data_mean": per_channel(data, "mean"),
         "data_std": per_channel(data, "std"),
     }
+    channels = autoencoder.config.latent_channels  # the reference file's is 8, the demo's 4
     unet = dict(
         model_channels=args.width,
         channel_mult=[1, 2],
@@ -211,7 +212,7 @@ def main() -> None:
             curve[step] = unconditional_figures(args, trainer, autoencoder, scale, shift, real, real_exact)
             print(json.dumps({"step": step, **curve[step]}), flush=True)
 
-        trainer = train(args, UNet3D(in_channels=4, out_channels=4, **unet), data, at=figures)
+        trainer = train(args, UNet3D(in_channels=channels, out_channels=channels, **unet), data, at=figures)
         if args.steps not in curve:
             figures(args.steps, trainer)
         result |= curve[args.steps]
@@ -219,8 +220,8 @@ def main() -> None:
     else:
         strides = [int(s) for s in args.strides.split(",")]
         network = UNet3D(
-            in_channels=5,
-            out_channels=4,
+            in_channels=channels + 1,
+            out_channels=channels,
             max_noise_level=250,
             max_stride=max(strides) if len(strides) > 1 else 0,
             **unet,
@@ -270,7 +271,7 @@ def unconditional_figures(
     for steps in (int(s) for s in args.sample_steps.split(",")):
         sample = sample_latents(
             model,
-            (args.samples, 4, 4, 16, 16),
+            (args.samples, model.config.out_channels, 4, 16, 16),
             trainer.schedule,
             sampler=args.sampler,
             steps=steps,
@@ -337,7 +338,7 @@ def rollout(model: UNet3D, schedule: NoiseSchedule, setting: str) -> list[list[f
         schedule,
         videos=8,
         latents=64,
-        latent_shape=(4, 16, 16),
+        latent_shape=(model.config.out_channels, 16, 16),
         clip=4,
         cond_frames=1,
         sampling=sampling,
