@@ -3,9 +3,9 @@
 limits it").
 
 The run's diffusion stages must have kept snapshots of their EMA weights (`train.snapshot_every`;
-`pipelines/bouncing_shapes.yaml` keeps every 250 steps). The learning rate is constant, so the
-networks at step S of the run are those of an S-step run. For each step that all three stages
-kept, this script:
+`pipelines/bouncing_shapes.yaml` keeps every 250 steps). At a constant learning rate (the
+default `train.lr_schedule`) the networks at step S of the run are those of an S-step run. For
+each step that all three stages kept, this script:
 - draws with the three networks at S through the `sample` stage's code (the run's own sampling
   section, 16 videos per strategy, `--frames` long) and scores them with the `evaluate` stage's
   code against the run's real clips, I3D statistics and real-vs-real floor;
@@ -112,6 +112,13 @@ def main() -> None:
     evaluated = read_manifest(record.stages["evaluate"].output)
     files = model_files(manifests) | {"schedule": config.diffusion.schedule.model_dump()}
     plan = plan_options(config) | {"frames": args.frames}
+    scheduled = [stage for stage in NETWORKS if getattr(config, stage).train.lr_schedule != "constant"]
+    if scheduled:
+        print(
+            f"note: {', '.join(scheduled)} decayed the learning rate (train.lr_schedule), so a snapshot "
+            "at step S is not the network of an S-step run",
+            flush=True,
+        )
     snapshots = snapshot_files(manifests)
     wanted = [int(s) for s in args.steps.split(",") if s] or list(snapshots)
     missing = sorted(set(wanted) - set(snapshots))
