@@ -30,6 +30,8 @@ from einops import rearrange
 
 from data_prep.appearance import appearance as exact_appearance
 from data_prep.appearance import appearance_ratios, mean_appearance
+from data_prep.decode import decode_video
+from data_prep.encode import encode_mp4
 from data_prep.sources.synthetic import render, simulate
 from lvdm.autoencoder import denormalise, latent_normalisation, normalise
 from lvdm.diffusion.masks import prediction_mask
@@ -56,9 +58,13 @@ def synthetic_metas(count: int, split: int) -> list[dict]:
     ]
 
 
-def synthetic_videos(count: int, split: int) -> np.ndarray:
-    """`n t h w c` uint8: the frames of `synthetic_metas`."""
-    return np.stack([render(meta) for meta in synthetic_metas(count, split)])
+def synthetic_videos(count: int, split: int, crf: int | None = None) -> np.ndarray:
+    """`n t h w c` uint8: the frames of `synthetic_metas`, raw or through H.264 at `crf` (yuv420p,
+    as the shard stage stores them)."""
+    videos = [render(meta) for meta in synthetic_metas(count, split)]
+    if crf is not None:
+        videos = [decode_video(encode_mp4(video, crf=crf)).frames for video in videos]
+    return np.stack(videos)
 
 
 @torch.no_grad()
@@ -141,6 +147,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--ema", type=float, default=0.995)
     parser.add_argument(
+        "--train-crf",
+        type=int,
+        help="train on the videos through H.264 at this crf, as the pipeline's shards hold them "
+        "(default: raw renders); samples are still scored against raw renders",
+    )
+    parser.add_argument(
         "--lr-schedule", choices=["constant", "cosine"], default="constant", help="cosine: lr to 0 at --steps"
     )
     parser.add_argument("--width", type=int, default=32, help="model_channels")
@@ -176,7 +188,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     autoencoder, meta = load_autoencoder(args.autoencoder)
-    train_latents = encode(autoencoder, synthetic_videos(args.videos, split=0))
+    train_latents = encode(autoencoder, synthetic_videos(args.videos, split=0, crf=args.train_crf))
     test_latents = encode(autoencoder, synthetic_videos(64, split=1))
     if args.normalisation == "channel":
         scale, shift = latent_normalisation(train_latents, per_channel=True)
