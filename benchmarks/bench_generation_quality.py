@@ -121,13 +121,17 @@ def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_optio
     span = trainer_options.get("frames", 4)
     if trainer_options.get("strides"):
         span = window_span(span, max(trainer_options["strides"]))
+    batches = pipeline_batches(args, span) if args.latent_shards else None
     started = time.perf_counter()
     for step in range(args.steps):
-        video = torch.randint(0, len(latents), (args.batch,), generator=generator)
-        start = torch.randint(0, latents.shape[2] - span + 1, (args.batch,), generator=generator)
-        batch = torch.stack(
-            [latents[v, :, s : s + span] for v, s in zip(video.tolist(), start.tolist(), strict=True)]
-        )
+        if batches is not None:
+            batch = normalise(next(batches), *args.normalisation_of_shards)
+        else:
+            video = torch.randint(0, len(latents), (args.batch,), generator=generator)
+            start = torch.randint(0, latents.shape[2] - span + 1, (args.batch,), generator=generator)
+            batch = torch.stack(
+                [latents[v, :, s : s + span] for v, s in zip(video.tolist(), start.tolist(), strict=True)]
+            )
         loss = trainer.step(batch, step)["loss"]
         if (step + 1) % 500 == 0:
             seconds = (time.perf_counter() - started) / (step + 1)
@@ -135,6 +139,25 @@ def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_optio
         if at is not None and step + 1 in evaluate_at:
             at(step + 1, trainer)
     return trainer
+
+
+def pipeline_batches(args, span: int, epoch_batches: int = 500):
+    """Endless raw-latent batches from a run's latent cache by the diffusion stages' own loader
+    (`data_prep.loader.latent_window_loader`: a shard stream with a shuffle buffer), one epoch
+    of `epoch_batches` after another, as the stages draw them between checkpoints."""
+    import glob
+
+    from data_prep.loader import latent_window_loader
+
+    shards = sorted(glob.glob(args.latent_shards))
+    if not shards:
+        raise SystemExit(f"--latent-shards {args.latent_shards!r}: no shard matches")
+    epoch = 0
+    while True:
+        yield from latent_window_loader(
+            shards, frames=span, batch_size=args.batch, batches_per_epoch=epoch_batches, seed=0, epoch=epoch
+        )
+        epoch += 1
 
 
 def main() -> None:
@@ -146,6 +169,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument(
+        "--latent-shards",
+        help="uncond: train on batches of a run's latent cache (a glob of its train-*.tar) drawn by "
+        "the pipeline's loader, instead of uniform draws over --videos encoded here",
+    )
     parser.add_argument(
         "--train-crf",
         type=int,
@@ -196,6 +224,7 @@ def main() -> None:
         scale, shift = meta["scale"], meta["shift"]
         scale, shift = (float(v) if isinstance(v, int | float) else float(np.mean(v)) for v in (scale, shift))
     data, heldout = normalise(train_latents, scale, shift), normalise(test_latents, scale, shift)
+    args.normalisation_of_shards = (scale, shift)
     result: dict = {
         "args": vars(args),
         "data_mean": per_channel(data, "mean"),
