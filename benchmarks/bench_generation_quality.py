@@ -155,7 +155,13 @@ def pipeline_batches(args, span: int, epoch_batches: int = 500):
     epoch = 0
     while True:
         yield from latent_window_loader(
-            shards, frames=span, batch_size=args.batch, batches_per_epoch=epoch_batches, seed=0, epoch=epoch
+            shards,
+            frames=span,
+            batch_size=args.batch,
+            batches_per_epoch=epoch_batches,
+            seed=0,
+            epoch=epoch,
+            shuffle_buffer=args.shuffle_buffer,
         )
         epoch += 1
 
@@ -169,6 +175,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument(
+        "--shuffle-buffer", type=int, default=64, help="with --latent-shards: the loader's (the stages' 64)"
+    )
     parser.add_argument(
         "--latent-shards",
         help="uncond: train on batches of a run's latent cache (a glob of its train-*.tar) drawn by "
