@@ -141,6 +141,25 @@ def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_optio
     return trainer
 
 
+def cached_latents(pattern: str) -> torch.Tensor:
+    """`n c l h w`: every sequence of the latent shards matching `pattern`, raw as cached."""
+    import glob
+    import io
+
+    from data_prep.shard_writer import read_shard
+
+    sequences = [
+        np.load(io.BytesIO(fields[ext]), allow_pickle=False)
+        for path in sorted(glob.glob(pattern))
+        for _, fields in read_shard(path)
+        for ext in fields
+        if ext.endswith("npy")
+    ]
+    if not sequences:
+        raise SystemExit(f"--latent-shards {pattern!r}: no cached latents")
+    return torch.from_numpy(np.stack(sequences)).float()
+
+
 def pipeline_batches(args, span: int, epoch_batches: int = 500):
     """Endless raw-latent batches from a run's latent cache by the diffusion stages' own loader
     (`data_prep.loader.latent_window_loader`: a shard stream with a shuffle buffer), one epoch
@@ -175,6 +194,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument(
+        "--cache-uniform",
+        action="store_true",
+        help="with --latent-shards: its latents in memory, drawn uniformly (not by the pipeline's loader)",
+    )
     parser.add_argument(
         "--shuffle-buffer", type=int, default=64, help="with --latent-shards: the loader's (the stages' 64)"
     )
@@ -225,7 +249,13 @@ def main() -> None:
     torch.manual_seed(0)
 
     autoencoder, meta = load_autoencoder(args.autoencoder)
-    train_latents = encode(autoencoder, synthetic_videos(args.videos, split=0, crf=args.train_crf))
+    if args.latent_shards and args.cache_uniform:
+        # The run's cached latents in memory, drawn uniformly like this script's own: the loader
+        # path and the cached latents, one at a time.
+        train_latents = cached_latents(args.latent_shards)
+        args.latent_shards = None
+    else:
+        train_latents = encode(autoencoder, synthetic_videos(args.videos, split=0, crf=args.train_crf))
     test_latents = encode(autoencoder, synthetic_videos(64, split=1))
     if args.normalisation == "channel":
         scale, shift = latent_normalisation(train_latents, per_channel=True)
