@@ -41,6 +41,7 @@ from lvdm.diffusion.strides import window_span
 from lvdm.diffusion_training import DiffusionTrainer
 from lvdm.latent_stats import WindowedLatentStats
 from lvdm.long_video import SamplingSettings, autoregressive_latents, to_uint8_frames
+from lvdm.lr_schedule import SCHEDULES
 from lvdm.prediction_check import continuation_errors
 from lvdm.unet import UNet3D
 from stages.autoencoder_file import load_autoencoder
@@ -101,10 +102,14 @@ def windows_at(latents: torch.Tensor, frames: int, stride: int, count: int) -> t
     return torch.stack([latents[i % len(latents), :, s : s + span : stride] for i, s in enumerate(starts)])
 
 
-def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_options) -> DiffusionTrainer:
+def train(
+    args, network: UNet3D, latents: torch.Tensor, at=None, shard_normalisation=None, **trainer_options
+) -> DiffusionTrainer:
     """`args.steps` steps of random windows of `latents`; `at(step, trainer)` runs after each
     step listed in `--eval-at` (one run gives the curve of a figure against training steps:
-    the learning rate is constant, so step k of a longer run is a k-step run)."""
+    at a constant learning rate step k of a longer run is a k-step run). With
+    `shard_normalisation` (scale, shift), the batches come from `--latent-shards` through the
+    pipeline's loader instead, normalised with it."""
     evaluate_at = {int(s) for s in args.eval_at.split(",") if s}
     trainer = DiffusionTrainer(
         network,
@@ -121,11 +126,11 @@ def train(args, network: UNet3D, latents: torch.Tensor, at=None, **trainer_optio
     span = trainer_options.get("frames", 4)
     if trainer_options.get("strides"):
         span = window_span(span, max(trainer_options["strides"]))
-    batches = pipeline_batches(args, span) if args.latent_shards else None
+    batches = pipeline_batches(args, span) if shard_normalisation is not None else None
     started = time.perf_counter()
     for step in range(args.steps):
         if batches is not None:
-            batch = normalise(next(batches), *args.normalisation_of_shards)
+            batch = normalise(next(batches), *shard_normalisation)
         else:
             video = torch.randint(0, len(latents), (args.batch,), generator=generator)
             start = torch.randint(0, latents.shape[2] - span + 1, (args.batch,), generator=generator)
@@ -214,7 +219,7 @@ def main() -> None:
         "(default: raw renders); samples are still scored against raw renders",
     )
     parser.add_argument(
-        "--lr-schedule", choices=["constant", "cosine"], default="constant", help="cosine: lr to 0 at --steps"
+        "--lr-schedule", choices=SCHEDULES, default="constant", help="cosine: lr to 0 at --steps"
     )
     parser.add_argument("--width", type=int, default=32, help="model_channels")
     parser.add_argument("--attention", default="2", help="attention_resolutions, e.g. 1,2")
@@ -249,11 +254,11 @@ def main() -> None:
     torch.manual_seed(0)
 
     autoencoder, meta = load_autoencoder(args.autoencoder)
+    from_loader = bool(args.latent_shards) and not args.cache_uniform
     if args.latent_shards and args.cache_uniform:
         # The run's cached latents in memory, drawn uniformly like this script's own: the loader
         # path and the cached latents, one at a time.
         train_latents = cached_latents(args.latent_shards)
-        args.latent_shards = None
     else:
         train_latents = encode(autoencoder, synthetic_videos(args.videos, split=0, crf=args.train_crf))
     test_latents = encode(autoencoder, synthetic_videos(64, split=1))
@@ -263,7 +268,6 @@ def main() -> None:
         scale, shift = meta["scale"], meta["shift"]
         scale, shift = (float(v) if isinstance(v, int | float) else float(np.mean(v)) for v in (scale, shift))
     data, heldout = normalise(train_latents, scale, shift), normalise(test_latents, scale, shift)
-    args.normalisation_of_shards = (scale, shift)
     result: dict = {
         "args": vars(args),
         "data_mean": per_channel(data, "mean"),
@@ -292,7 +296,13 @@ def main() -> None:
             curve[step] = unconditional_figures(args, trainer, autoencoder, scale, shift, real, real_exact)
             print(json.dumps({"step": step, **curve[step]}), flush=True)
 
-        trainer = train(args, UNet3D(in_channels=channels, out_channels=channels, **unet), data, at=figures)
+        trainer = train(
+            args,
+            UNet3D(in_channels=channels, out_channels=channels, **unet),
+            data,
+            at=figures,
+            shard_normalisation=(scale, shift) if from_loader else None,
+        )
         if args.steps not in curve:
             figures(args.steps, trainer)
         result |= curve[args.steps]

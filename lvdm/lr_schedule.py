@@ -6,16 +6,14 @@ or to get out of step with the optimiser's.
 
 Why a decay at all: a short run at a constant high rate ends where the noise of its last
 steps leaves it, and the EMA weights average over only the last ~1/(1 − decay) of them.
-Decaying the rate to 0 lets the last steps settle instead (issue 21 measured it on the
-reference run; README, "What limits the missed goals").
+Decaying the rate to 0 lets the last steps settle instead. On issue 21's reference run it did
+not help (README, "What limits the missed goals"), so the default stays constant.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
-LrSchedule = Literal["constant", "cosine"]
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
