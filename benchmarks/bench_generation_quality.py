@@ -34,6 +34,7 @@ from data_prep.decode import decode_video
 from data_prep.encode import encode_mp4
 from data_prep.sources.synthetic import render, simulate
 from lvdm.autoencoder import denormalise, latent_normalisation, normalise
+from lvdm.diffusion.loss import WEIGHTINGS
 from lvdm.diffusion.masks import prediction_mask
 from lvdm.diffusion.sampling import sample_latents
 from lvdm.diffusion.schedule import NoiseSchedule
@@ -119,10 +120,12 @@ def train(
         total_steps=args.steps,
         ema_decay=args.ema,
         loss_type="l2",
+        loss_weighting=args.loss_weighting,
+        min_snr_gamma=args.min_snr_gamma,
         autocast_dtype=None if args.fp32 else torch.bfloat16,
         **trainer_options,
     )
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(1 + args.seed)
     span = trainer_options.get("frames", 4)
     if trainer_options.get("strides"):
         span = window_span(span, max(trainer_options["strides"]))
@@ -183,7 +186,7 @@ def pipeline_batches(args, span: int, epoch_batches: int = 500):
             frames=span,
             batch_size=args.batch,
             batches_per_epoch=epoch_batches,
-            seed=0,
+            seed=args.seed,
             epoch=epoch,
             shuffle_buffer=args.shuffle_buffer,
         )
@@ -221,6 +224,10 @@ def main() -> None:
     parser.add_argument(
         "--lr-schedule", choices=SCHEDULES, default="constant", help="cosine: lr to 0 at --steps"
     )
+    parser.add_argument(
+        "--loss-weighting", choices=WEIGHTINGS, default="none", help="min_snr: Min-SNR-γ per example"
+    )
+    parser.add_argument("--min-snr-gamma", type=float, default=5.0)
     parser.add_argument("--width", type=int, default=32, help="model_channels")
     parser.add_argument("--attention", default="2", help="attention_resolutions, e.g. 1,2")
     parser.add_argument(
@@ -249,15 +256,22 @@ def main() -> None:
     parser.add_argument("--p-cond", type=float, default=0.5, help="pred: fraction of windows given frames")
     parser.add_argument("--save", default="", help="pred: write the EMA network here (a unet.pt)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training draws, initial weights and sampling noise (figures move with it)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
 
     autoencoder, meta = load_autoencoder(args.autoencoder)
     from_loader = bool(args.latent_shards) and not args.cache_uniform
-    if args.latent_shards and args.cache_uniform:
-        # The run's cached latents in memory, drawn uniformly like this script's own: the loader
-        # path and the cached latents, one at a time.
+    if args.latent_shards:
+        # The run's cached latents in memory: drawn uniformly like this script's own with
+        # --cache-uniform, else only their scale/shift is taken, so that the two ways of drawing
+        # batches differ in nothing else.
         train_latents = cached_latents(args.latent_shards)
     else:
         train_latents = encode(autoencoder, synthetic_videos(args.videos, split=0, crf=args.train_crf))
@@ -366,7 +380,7 @@ def unconditional_figures(
             sampler=args.sampler,
             steps=steps,
             eta=args.eta,
-            generator=torch.Generator().manual_seed(7),
+            generator=torch.Generator().manual_seed(7 + args.seed),
         )
         frames = decode(autoencoder, denormalise(sample, scale, shift))
         fake = appearance(frames)

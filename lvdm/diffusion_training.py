@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lvdm.diffusion.draws import uniform_integers
-from lvdm.diffusion.loss import diffusion_loss
+from lvdm.diffusion.loss import WEIGHTINGS, diffusion_loss
 from lvdm.diffusion.parameterisation import model_prediction
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.diffusion.strides import strided_windows, window_span
@@ -77,6 +77,8 @@ class DiffusionTrainer:
         lr_schedule: str = "constant",
         total_steps: int | None = None,
         warmup_steps: int = 0,
+        loss_weighting: str = "none",
+        min_snr_gamma: float = 5.0,
     ) -> None:
         """`lr` 6e-5 (unconditional) / 8e-5 (prediction, interpolation) and AdamW's default
         weight decay are the official settings. `autocast_dtype` is torch.bfloat16 or None;
@@ -87,7 +89,9 @@ class DiffusionTrainer:
         resumed run draws the same roles), and batches hold the longest role's span; `roles`
         replaces `mask_sampler`, `strides` and `frames`. `lr_schedule` "cosine" (or
         `warmup_steps` > 0) sets the rate of each step from its global step
-        (`lvdm.lr_schedule.lr_factor`) over `total_steps`, which it then needs."""
+        (`lvdm.lr_schedule.lr_factor`) over `total_steps`, which it then needs.
+        `loss_weighting` "min_snr" weighs each example by Min-SNR-`min_snr_gamma`
+        (`lvdm.diffusion.loss.min_snr_weights`)."""
         if strides is not None and frames is None:
             raise ValueError("strides given without frames: say how many latents a window holds")
         if roles is not None and (not roles or mask_sampler is not None or strides is not None):
@@ -109,6 +113,11 @@ class DiffusionTrainer:
         self.lr_schedule = (lr_schedule, total_steps, warmup_steps) if scheduled else None
         self.grad_clip = grad_clip
         self.loss_type = loss_type
+        if loss_weighting not in WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {WEIGHTINGS}, got {loss_weighting!r}")
+        if min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
         self.mask_sampler = mask_sampler
         self.max_noise_level = max_noise_level
         self.autocast_dtype = autocast_dtype
@@ -155,6 +164,8 @@ class DiffusionTrainer:
                 generator=generator,
                 stride=stride,
                 prediction=model_prediction(self.network),
+                weighting=self.loss_weighting,
+                min_snr_gamma=self.min_snr_gamma,
             )
         lr = self._set_lr(global_step)
         self.optimiser.zero_grad(set_to_none=True)

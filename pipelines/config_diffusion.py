@@ -86,6 +86,10 @@ def _scheduled(section: DiffusionTrainSection) -> bool:
     return section.lr_schedule != "constant" or section.warmup_steps > 0
 
 
+def _weighted(section: DiffusionTrainSection) -> bool:
+    return section.loss_weighting != "none"
+
+
 class DiffusionTrainSection(TrainSection):
     lr: float = Field(6e-5, gt=0, description="official unconditional lr")
     # Hashed only when not the release's constant rate: a run trained without them keeps its key.
@@ -97,6 +101,15 @@ class DiffusionTrainSection(TrainSection):
     warmup_steps: Annotated[int, ReadWhen(_scheduled)] = Field(
         0, ge=0, description="ramp the rate linearly from 0 over the first N steps; 0: none"
     )
+    # Hashed only when on, like the rate schedule.
+    loss_weighting: Annotated[Literal["none", "min_snr"], ReadWhen(_weighted)] = Field(
+        "none",
+        description="none: each timestep as the target (eps/v) weighs it (official); min_snr: "
+        "Min-SNR-gamma per example (lvdm.diffusion.loss.min_snr_weights)",
+    )
+    min_snr_gamma: Annotated[float, ReadWhen(_weighted)] = Field(
+        5.0, gt=0, description="gamma of loss_weighting min_snr (Hang et al. 2023: 5)"
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW's default, as the official release")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="sampling always uses the EMA weights")
     snapshot_every: Annotated[int | None, EXECUTION] = Field(
@@ -105,7 +118,6 @@ class DiffusionTrainSection(TrainSection):
         description="also keep the EMA weights every N steps (snapshots/unet-step-N.pt beside unet.pt), "
         "for a figure-against-steps curve (benchmarks/bench_goal_curves.py); off by default",
     )
-
 
     @model_validator(mode="after")
     def _warmup_within_steps(self) -> DiffusionTrainSection:

@@ -286,6 +286,8 @@ def _train_loop(cfg: dict) -> None:
         total_steps=train["steps"],
         warmup_steps=train["warmup_steps"],
         loss_type=cfg["loss_type"],
+        loss_weighting=train["loss_weighting"],
+        min_snr_gamma=train["min_snr_gamma"],
         max_noise_level=task.max_noise_level,
         autocast_dtype=session.autocast_dtype(train["precision"]),
         seed=train["seed"] + session.rank,

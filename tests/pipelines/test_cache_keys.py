@@ -133,9 +133,14 @@ def test_every_train_section_marks_the_same_execution_settings():
         # Diffusion stages also keep snapshots of their weights: how often is not in the key.
         diffusion = issubclass(section, DiffusionTrainSection)
         execution = expected | ({"snapshot_every"} if diffusion else set())
-        # Their rate schedule is hashed only when it is not the release's constant rate.
-        unscheduled = {"lr_schedule", "warmup_steps"} if diffusion else set()
+        # Their rate schedule is hashed only when it is not the release's constant rate, their
+        # loss weighting only when on.
+        unscheduled = (
+            {"lr_schedule", "warmup_steps", "loss_weighting", "min_snr_gamma"} if diffusion else set()
+        )
         assert not hashed & execution, section
         assert set(section.model_fields) - hashed == execution | unscheduled, section
         if diffusion:
-            assert unscheduled <= set(section(lr_schedule="cosine").hashed()), section
+            assert {"lr_schedule", "warmup_steps"} <= set(section(lr_schedule="cosine").hashed()), section
+            weighted = section(loss_weighting="min_snr").hashed()
+            assert {"loss_weighting", "min_snr_gamma"} <= set(weighted), section
