@@ -1,7 +1,8 @@
 """Autoregressive rollouts of a run's trained prediction network, measured exactly (issue 21).
 
 Long videos go wrong one prediction step at a time, so this script measures the steps: from
-the first latent of held-out videos of the run's latent cache, the prediction network is
+the first latents of held-out videos of the run's latent cache (as many as train_pred gives its
+network, `--cond` to override), the prediction network is
 continued for `--latents` latents under each sampling setting given, and per 16-frame window
 it prints the latents' mean over channels of |mean| and of std (normalised data: 0 and 1), and
 the decoded frames' coverage, shape count and on-palette fraction (`data_prep.appearance`)
@@ -59,6 +60,11 @@ def main() -> None:
     parser.add_argument("--settings", default="100:0.1:10:1", help="'s:w:steps:eta;...'")
     parser.add_argument("--latents", type=int, default=48, help="latents per rollout (2 frames each)")
     parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument(
+        "--cond",
+        type=int,
+        help="latents given to each prediction step (default: the run's train_pred cond_frames)",
+    )
     parser.add_argument("--clips", type=int, default=32, help="held-out clips of the position check")
     parser.add_argument(
         "--start-eta",
@@ -75,13 +81,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     stages = args.workdir / "stages"
-    prediction, _ = load_unet(args.unet or _one(stages, "train_pred-*/unet.pt"))
+    pred_stage = _one(stages, "train_pred-*/unet.pt").parent
+    prediction, _ = load_unet(args.unet or pred_stage / "unet.pt")
+    cond = args.cond or _cond_frames(pred_stage)
     autoencoder, _ = load_autoencoder(_one(stages, "train_autoencoder-*/autoencoder.pt"))
     cache = _one(stages, "cache_latents-*/manifest.json").parent
     scale, shift = _normalisation(cache, args.unet)
     latents, metas = _heldout(cache, max(args.videos, args.clips))
     clips = [(meta, render(meta)) for meta in metas[: args.clips]]
-    given = normalise(latents[: args.videos, :, :1], scale, shift)
+    given = normalise(latents[: args.videos, :, :cond], scale, shift)
     if args.start_eta is not None:
         given = _unconditional_start(stages, args.videos, given.shape, args.start_eta)
     real = [window_appearance(render(meta)[:WINDOW], window=WINDOW)[0] for meta in metas[: args.videos]]
@@ -90,8 +98,8 @@ def main() -> None:
     schedule = NoiseSchedule.linear()
     clip_latents = prediction.config.temporal_length
     windows = normalise(latents[: args.clips, :, :clip_latents], scale, shift)
-    print("x0 error of the predicted latents, without / with the given one:", flush=True)
-    for t, errors in given_frame_gain(prediction, windows, schedule).items():
+    print(f"x0 error of the predicted latents, without / with the {cond} given:", flush=True)
+    for t, errors in given_frame_gain(prediction, windows, schedule, cond).items():
         print(f"  t={t}: {errors[0]:.3f} / {errors[1]:.3f}", flush=True)
     for setting in filter(None, args.settings.split(";")):
         s, w, steps, eta, *restore = setting.split(":")
@@ -107,8 +115,8 @@ def main() -> None:
         start = renormalise_sampled(given) if sampling.renormalise and args.start_eta is not None else given
         stride = 1 if prediction.config.max_stride else None
         with torch.no_grad():
-            # Conditioned on the last latent of the start, as the long-video loop is.
-            head, last = start[:, :, :-1], start[:, :, -1:]
+            # Conditioned on the last `cond` latents of the start, as the long-video loop is.
+            head, last = start[:, :, :-cond], start[:, :, -cond:]
             continued = continue_latents(
                 prediction,
                 last,
@@ -129,7 +137,7 @@ def main() -> None:
                 schedule,
                 scale=scale,
                 shift=shift,
-                cond_frames=1,
+                cond_frames=cond,
                 clip_latents=clip_latents,
                 latent_stride=1,
                 unconditional_latents=clip_latents,
@@ -154,12 +162,12 @@ def main() -> None:
 
 @torch.no_grad()
 def given_frame_gain(
-    prediction: torch.nn.Module, windows: torch.Tensor, schedule: NoiseSchedule
+    prediction: torch.nn.Module, windows: torch.Tensor, schedule: NoiseSchedule, cond: int = 1
 ) -> dict[int, tuple[float, float]]:
-    """Does the network read its given latent? Per diffusion step t, the mean squared error of
-    x̂_0 on latents 1.. of real windows `(b c l h w)`, without the given latent 0 (all-False
-    mask) and with it (clean, s = 0). At large t, x_t holds almost nothing of x_0: only the
-    given latent can tell the network what the next ones look like."""
+    """Does the network read its given latents? Per diffusion step t, the mean squared error of
+    x̂_0 on latents `cond`.. of real windows `(b c l h w)`, without the first `cond` given
+    (all-False mask) and with them (clean, s = 0). At large t, x_t holds almost nothing of x_0:
+    only the given latents can tell the network what the next ones look like."""
     b, _, frames, _, _ = windows.shape
     generator = torch.Generator().manual_seed(0)
     stride = {"stride": torch.ones(b, dtype=torch.long)} if prediction.config.max_stride else {}
@@ -170,12 +178,12 @@ def given_frame_gain(
         row = []
         for given in (False, True):
             mask = torch.zeros(b, frames, dtype=torch.bool)
-            mask[:, 0] = given
+            mask[:, :cond] = given
             eps = as_eps_model(prediction, schedule)(
                 masked_input(x_t, windows, mask), t, noise_level=torch.zeros(b, dtype=torch.long), **stride
             )
             x0 = schedule.predict_x0(x_t, t, eps)
-            row.append(float((x0 - windows)[:, :, 1:].square().mean()))
+            row.append(float((x0 - windows)[:, :, cond:].square().mean()))
         errors[step] = (row[0], row[1])
     return errors
 
@@ -221,6 +229,12 @@ def _one(stages: Path, pattern: str) -> Path:
     if not found:
         raise SystemExit(f"no {pattern} under {stages}: run the pipeline through that stage first")
     return found[-1]
+
+
+def _cond_frames(pred_stage: Path) -> int:
+    """How many latents the run's train_pred gave its network (its manifest's task)."""
+    manifest = json.loads((pred_stage / "manifest.json").read_text())
+    return int(manifest["outputs"]["task"]["cond_frames"])
 
 
 def _normalisation(cache: Path, unet: Path | None) -> tuple:
