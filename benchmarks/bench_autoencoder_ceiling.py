@@ -8,6 +8,11 @@ judged in minutes before a whole run is spent on it:
         --set autoencoder.model.latent_channels=8 --set diffusion.unet.in_channels=8 \
         --set diffusion.unet.out_channels=8
     python benchmarks/bench_autoencoder_ceiling.py --workdir W [--run RUN] [--clips 32]
+
+`--latent-noise 0.1,0.3,0.5` also decodes the latents with Gaussian noise of each std added (in
+normalised units, where the data's std is 1): how fragile the decoder is to an unstructured
+error of a diffusion network's size, i.e. whether the samples' wrong colours could be the
+decoder's.
 """
 
 from __future__ import annotations
@@ -50,15 +55,19 @@ def first_clip_ratios(clips: np.ndarray, real: dict, fps: float, crf: int) -> di
 
 
 @torch.no_grad()
-def autoencoder_ceiling(config, autoencoder, scale, shift, clips: int) -> tuple[dict, dict]:
+def autoencoder_ceiling(
+    config, autoencoder, scale, shift, clips: int, noise: float = 0.0
+) -> tuple[dict, dict]:
     """The real held-out clips' appearance (as the shard stage stores them) and the autoencoder's
     reconstructions of them (the posterior mode, as the latent cache encodes) as ratios, both
-    over their first `data.frames` frames."""
+    over their first `data.frames` frames; with `noise`, of the normalised latents plus Gaussian
+    noise of that std (seeded)."""
     frames = config.data.frames
     real = np.stack([video[:frames] for _, video in heldout_clips(config.data, clips, config.shard.crf)])
     real_means = mean_appearance([appearance(clip) for clip in real])
     x = rearrange(torch.from_numpy(real).float().div(127.5).sub(1), "b t h w c -> b c t h w")
     latents = normalise(autoencoder.encode(x).mode(), scale, shift)
+    latents = latents + noise * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
     rebuilt = decoded(autoencoder, latents, scale, shift)
     return real_means, first_clip_ratios(rebuilt, real_means, config.sample.fps, config.shard.crf)
 
@@ -68,6 +77,9 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--run", help="run id (default: the newest with a trained autoencoder)")
     parser.add_argument("--clips", type=int, default=32, help="real held-out clips reconstructed")
+    parser.add_argument(
+        "--latent-noise", default="", help="also decode with noise of these stds added, e.g. 0.1,0.3,0.5"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,6 +95,12 @@ def main() -> None:
     _, ratios = autoencoder_ceiling(
         config, autoencoder.eval(), outputs["scale"], outputs["shift"], args.clips
     )
+    noisy = {
+        f"latent noise {sigma}": autoencoder_ceiling(
+            config, autoencoder, outputs["scale"], outputs["shift"], args.clips, noise=float(sigma)
+        )[1]
+        for sigma in filter(None, args.latent_noise.split(","))
+    }
     print(
         json.dumps(
             {
@@ -91,6 +109,7 @@ def main() -> None:
                 "steps": outputs.get("steps"),
                 "heldout_psnr": round(outputs["heldout_psnr"], 2),
                 "reconstructions / real": ratios,
+                **noisy,
             }
         )
     )
