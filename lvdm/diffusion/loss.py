@@ -157,7 +157,7 @@ def min_snr_weights(t: torch.Tensor, schedule: NoiseSchedule, prediction: str, g
     to 10⁵ (ε on the release's schedule), so the gradient is not spent on them; the paper
     reports converging about 3× faster. Against v it also lowers the pure-noise end (SNR ≪ 1),
     which v weighs about 1, by up to 1,000×; there a prediction network learns to read its given
-    latents, and on the reference run's networks it found a third to a half as many shapes by
+    latents, and on the reference run's networks it found a fifth to two thirds as many shapes by
     colour with the weighting on (README, issue 21, "Min-SNR-γ weighting"). So it is off by
     default and kept as an option with its figures, as the issue asks.
     """
