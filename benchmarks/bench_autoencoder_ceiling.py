@@ -54,22 +54,32 @@ def first_clip_ratios(clips: np.ndarray, real: dict, fps: float, crf: int) -> di
     return {k: None if v is None else round(v, 3) for k, v in appearance_ratios(means, real).items()}
 
 
-@torch.no_grad()
-def autoencoder_ceiling(
-    config, autoencoder, scale, shift, clips: int, noise: float = 0.0
-) -> tuple[dict, dict]:
+def autoencoder_ceiling(config, autoencoder, scale, shift, clips: int) -> tuple[dict, dict]:
     """The real held-out clips' appearance (as the shard stage stores them) and the autoencoder's
     reconstructions of them (the posterior mode, as the latent cache encodes) as ratios, both
-    over their first `data.frames` frames; with `noise`, of the normalised latents plus Gaussian
-    noise of that std (seeded)."""
+    over their first `data.frames` frames."""
+    real_means, latents = heldout_latents(config, autoencoder, scale, shift, clips)
+    return real_means, reconstruction_ratios(config, autoencoder, latents, scale, shift, real_means)
+
+
+@torch.no_grad()
+def heldout_latents(config, autoencoder, scale, shift, clips: int) -> tuple[dict, torch.Tensor]:
+    """The real held-out clips' mean appearance and their normalised latents `b c l h w`."""
     frames = config.data.frames
     real = np.stack([video[:frames] for _, video in heldout_clips(config.data, clips, config.shard.crf)])
     real_means = mean_appearance([appearance(clip) for clip in real])
     x = rearrange(torch.from_numpy(real).float().div(127.5).sub(1), "b t h w c -> b c t h w")
-    latents = normalise(autoencoder.encode(x).mode(), scale, shift)
-    latents = latents + noise * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
-    rebuilt = decoded(autoencoder, latents, scale, shift)
-    return real_means, first_clip_ratios(rebuilt, real_means, config.sample.fps, config.shard.crf)
+    return real_means, normalise(autoencoder.encode(x).mode(), scale, shift)
+
+
+def reconstruction_ratios(
+    config, autoencoder, latents: torch.Tensor, scale, shift, real_means: dict, noise: float = 0.0
+) -> dict:
+    """The decoded `latents` (plus Gaussian noise of std `noise`, seeded) through H.264, as
+    ratios to the real clips' appearance."""
+    noisy = latents + noise * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+    rebuilt = decoded(autoencoder, noisy, scale, shift)
+    return first_clip_ratios(rebuilt, real_means, config.sample.fps, config.shard.crf)
 
 
 def main() -> None:
@@ -92,13 +102,13 @@ def main() -> None:
     manifest = read_manifest(record.stages["train_autoencoder"].output)
     outputs = manifest["outputs"]
     autoencoder, _ = load_autoencoder(storage.join(manifest["out_dir"], outputs["autoencoder"]))
-    _, ratios = autoencoder_ceiling(
-        config, autoencoder.eval(), outputs["scale"], outputs["shift"], args.clips
-    )
+    scale, shift = outputs["scale"], outputs["shift"]
+    real_means, latents = heldout_latents(config, autoencoder.eval(), scale, shift, args.clips)
+    ratios = reconstruction_ratios(config, autoencoder, latents, scale, shift, real_means)
     noisy = {
-        f"latent noise {sigma}": autoencoder_ceiling(
-            config, autoencoder, outputs["scale"], outputs["shift"], args.clips, noise=float(sigma)
-        )[1]
+        f"latent noise {sigma}": reconstruction_ratios(
+            config, autoencoder, latents, scale, shift, real_means, noise=float(sigma)
+        )
         for sigma in filter(None, args.latent_noise.split(","))
     }
     print(
