@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument(
         "--cond",
         type=int,
-        help="latents given to each prediction step (default: the run's train_pred cond_frames)",
+        help="latents given to each prediction step (default: the run's train_pred cond_frames; "
+        "give it with --unet for a network trained with another count)",
     )
     parser.add_argument("--clips", type=int, default=32, help="held-out clips of the position check")
     parser.add_argument(
@@ -81,9 +82,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     stages = args.workdir / "stages"
-    pred_stage = _one(stages, "train_pred-*/unet.pt").parent
-    prediction, _ = load_unet(args.unet or pred_stage / "unet.pt")
-    cond = args.cond or _cond_frames(pred_stage)
+    prediction, _ = load_unet(args.unet or _one(stages, "train_pred-*/unet.pt"))
+    cond = args.cond or _cond_frames(_one(stages, "train_pred-*/unet.pt").parent)
     autoencoder, _ = load_autoencoder(_one(stages, "train_autoencoder-*/autoencoder.pt"))
     cache = _one(stages, "cache_latents-*/manifest.json").parent
     scale, shift = _normalisation(cache, args.unet)
