@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lvdm.diffusion.draws import uniform_integers
-from lvdm.diffusion.loss import WEIGHTINGS, diffusion_loss
+from lvdm.diffusion.loss import check_weighting, diffusion_loss
 from lvdm.diffusion.parameterisation import model_prediction
 from lvdm.diffusion.schedule import NoiseSchedule
 from lvdm.diffusion.strides import strided_windows, window_span
@@ -113,10 +113,7 @@ class DiffusionTrainer:
         self.lr_schedule = (lr_schedule, total_steps, warmup_steps) if scheduled else None
         self.grad_clip = grad_clip
         self.loss_type = loss_type
-        if loss_weighting not in WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {WEIGHTINGS}, got {loss_weighting!r}")
-        if min_snr_gamma <= 0:
-            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        check_weighting(loss_weighting, min_snr_gamma)
         self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
         self.mask_sampler = mask_sampler
         self.max_noise_level = max_noise_level

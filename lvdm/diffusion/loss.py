@@ -94,8 +94,7 @@ def diffusion_loss(
         raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    check_weighting(weighting, min_snr_gamma)
     if x0.ndim != 5:
         raise ValueError(f"x0 must be (b, c, t, h, w) latents, got shape {tuple(x0.shape)}")
     if not 0 <= max_noise_level <= schedule.timesteps:
@@ -161,11 +160,19 @@ def min_snr_weights(t: torch.Tensor, schedule: NoiseSchedule, prediction: str, g
     colour with the weighting on (README, issue 21, "Min-SNR-γ weighting"). So it is off by
     default and kept as an option with its figures, as the issue asks.
     """
-    if gamma <= 0:
-        raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")
+    check_weighting("min_snr", gamma)
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     alphas_cumprod = schedule.alphas_cumprod[t.cpu().long()]
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
     target_weight = snr if prediction == "eps" else snr + 1.0
     return (snr.clamp(max=gamma) / target_weight).to(t.device)
+
+
+def check_weighting(weighting: str, min_snr_gamma: float) -> None:
+    """Refuses an unknown loss weighting or a γ ≤ 0: here once, for the loss and for a trainer
+    that checks its settings when built rather than at its first step."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"loss_weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if min_snr_gamma <= 0:
+        raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
